@@ -1,0 +1,75 @@
+"""Data passed between the pipeline stages (backend side; ComfyUI nodes convert at the boundary).
+
+Shapes follow the field's conventions: frames are ``[N, H, W, 3]`` uint8 RGB, latents ``[F, 4, h, w]``
+with frames as batch, audio embeddings ``[F, 50, 384]`` (one Whisper window per output frame).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video stream.
+
+    Attributes:
+        fps: frames per second (Hz), e.g. 25.0 or 29.97.
+        num_frames: number of decodable frames.
+        width, height: frame size in pixels.
+        duration_s: ``num_frames / fps`` in seconds.
+    """
+
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+    duration_s: float
+
+
+@dataclass
+class AudioEmbeds:
+    """Per-video-frame Whisper audio windows (spec 1.4 step 6).
+
+    Attributes:
+        embeds: float32 ``[F, 50, 384]``; row ``i`` conditions output frame ``i``. The classifier-free
+            guidance unconditional branch is ``zeros_like(embeds)``.
+        fps: the frame rate (Hz) the windows were cut for.
+    """
+
+    embeds: torch.Tensor
+    fps: float
+
+    def __len__(self) -> int:
+        return int(self.embeds.shape[0])
+
+
+@dataclass
+class FaceCrops:
+    """Aligned face crops of a video and what is needed to paste them back (spec 1.7, 1.8, 1.12).
+
+    Attributes:
+        faces: uint8 ``[F, R, R, 3]`` RGB 0..255 aligned faces, R = ``resolution``. Frames without a
+            face hold a grey (127) placeholder and are listed in ``no_face_indices``.
+        affine_matrices: float32 ``[F, 2, 3]``, each maps frame pixels -> crop pixels (before the
+            resize of the crop to R x R).
+        crop_size: ``(W, H)`` of the crop before the resize, e.g. (210, 280) for R=256.
+        mask: float32 ``[R, R]`` inpainting mask, 1 = keep, 0 = region to generate.
+        frame_size: ``(H, W)`` of the source frames.
+        resolution: R, 256 or 512.
+        no_face_indices: sorted frame indices where no face was found; those frames pass through
+            paste-back unchanged.
+    """
+
+    faces: torch.Tensor
+    affine_matrices: torch.Tensor
+    crop_size: tuple[int, int]
+    mask: torch.Tensor
+    frame_size: tuple[int, int]
+    resolution: int
+    no_face_indices: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.faces.shape[0])

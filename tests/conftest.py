@@ -1,0 +1,43 @@
+"""Shared test helpers.
+
+Small fixtures (configs, key lists) live in ``tests/fixtures``. The large reference tensors produced
+by the official implementation stay in ``../shared/parity`` (or ``$LATENTSYNC_PARITY_DIR``); tests that
+need them are skipped cleanly when that folder is absent (a user's clone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHARED = Path(os.environ.get("LATENTSYNC_SHARED_DIR", REPO_ROOT.parent / "shared"))
+PARITY = Path(os.environ.get("LATENTSYNC_PARITY_DIR", SHARED / "parity"))
+MEDIA = SHARED / "media"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def parity_file(name: str) -> Path:
+    """Path of a reference file in the parity folder; skips the calling test when it is absent."""
+    path = PARITY / name
+    if not path.exists():
+        pytest.skip(f"parity data {name} not found in {PARITY} (set LATENTSYNC_PARITY_DIR)")
+    return path
+
+
+def media_file(name: str) -> Path:
+    """Path of a demo clip in ../shared/media; skips the calling test when it is absent."""
+    path = MEDIA / name
+    if not path.exists():
+        pytest.skip(f"media file {name} not found in {MEDIA}")
+    return path
+
+
+def load_fixture_json(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
