@@ -13,7 +13,7 @@ from latentsync.video.timeline import (
     fps_to_fraction,
     frame_timestamps,
     loop_indices,
-    num_audio_windows,
+    num_audio_frames,
     num_output_frames,
     num_whisper_steps,
     plan_output,
@@ -106,12 +106,12 @@ def test_output_frames_official_examples_at_25fps():
     assert num_output_frames(317440, 25) == 498
     assert num_output_frames(296960, 25) == 466
     for L in range(1, 300):
-        assert num_audio_windows(L, 25) == L // 2 + 2
+        assert num_audio_frames(L, 25) == L // 2 + 2
 
 
 def test_too_short_audio_raises():
     with pytest.raises(AudioTooShortError):
-        num_audio_windows(0, 25)
+        num_audio_frames(0, 25)
     with pytest.raises(AudioTooShortError):
         num_output_frames(319, 25)  # under 20 ms: no Whisper step
 
@@ -119,12 +119,12 @@ def test_too_short_audio_raises():
 @pytest.mark.parametrize("fps", [25, 30, 29.97, 30000 / 1001, 24, 23.976, 24000 / 1001, 50, 60, 12.5])
 def test_window_count_equals_literal_loop(fps):
     for L in range(1, 1200):
-        assert num_audio_windows(L, fps) == literal_window_count(L, fps), (L, fps)
+        assert num_audio_frames(L, fps) == literal_window_count(L, fps), (L, fps)
 
 
 def test_window_count_30fps_values():
     # 30 fps: centre int(i * 5 / 3); 1 s of audio (L = 50) -> first i with int(5i/3) > 50 is 31
-    assert num_audio_windows(50, 30) == 32
+    assert num_audio_frames(50, 30) == 32
     assert num_output_frames(16000, 30) == 32
 
 
@@ -149,12 +149,3 @@ def test_plan_output(fps):
     short = plan_output(num_video_frames=1000, num_audio_samples=8000, fps=fps)
     assert not short.looped
     np.testing.assert_array_equal(short.frame_indices, np.arange(short.num_frames))
-
-
-def test_matches_audio_helper_when_present():
-    windows = pytest.importorskip("latentsync.audio.windows")
-    if not hasattr(windows, "num_audio_frames"):
-        pytest.skip("latentsync.audio.windows.num_audio_frames not written yet")
-    for fps in (25, 30, 29.97):
-        for L in range(1, 400, 7):
-            assert windows.num_audio_frames(L, fps) == num_audio_windows(L, fps), (L, fps)

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from latentsync.audio.windows import num_audio_frames
 from latentsync.errors import AudioTooShortError, InvalidInputError
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "frame_timestamps",
     "loop_indices",
     "num_whisper_steps",
-    "num_audio_windows",
     "num_output_frames",
     "audio_samples_for_frames",
     "OutputPlan",
@@ -138,39 +138,6 @@ def num_whisper_steps(num_samples_16k: int) -> int:
     return full * (_WINDOW_MEL_FRAMES // 2) + rest // 2
 
 
-def num_audio_windows(num_steps: int, fps: float | Fraction) -> int:
-    """Number of per-frame audio windows (= output frames) for ``L`` Whisper steps (spec 1.4.7).
-
-    The official loop takes frames ``i = 0, 1, ...`` and stops after the first ``i`` with
-    ``int(i * (50 / fps)) > L``, so ``n = i_stop + 1``; at 25 fps
-    ``n = floor(L / 2) + 2``. Evaluated in closed form, then checked with the same float expression
-    the loop uses so that it agrees with a literal loop for every fps.
-
-    Args:
-        num_steps: ``L``, Whisper encoder steps (50 per second), >= 1.
-        fps: video frame rate, > 0.
-
-    Returns:
-        int, number of output frames (>= 2).
-
-    Raises:
-        AudioTooShortError: ``L < 1`` (under 20 ms of audio). InvalidInputError: bad fps.
-    """
-    L = _check_count("num_audio_windows: num_steps", num_steps)
-    if L < 1:
-        raise AudioTooShortError(
-            f"audio: expected at least 1 Whisper step (20 ms at 16 kHz), got {L} steps"
-        )
-    fr = fps_to_fraction(fps)  # validates
-    step = WHISPER_STEPS_PER_SECOND / float(fps)  # the float the official loop would use
-    i = max(0, math.ceil((L + 1) * fr / WHISPER_STEPS_PER_SECOND) - 1)
-    while int(i * step) <= L:  # at most a couple of iterations (float rounding at the boundary)
-        i += 1
-    while i > 0 and int((i - 1) * step) > L:
-        i -= 1
-    return i + 1
-
-
 def num_output_frames(
     num_audio_samples: int, fps: float | Fraction, sample_rate: int = WHISPER_SAMPLE_RATE
 ) -> int:
@@ -182,7 +149,7 @@ def num_output_frames(
         sample_rate: rate of ``num_audio_samples`` in Hz; converted to the 16 kHz count Whisper sees.
 
     Returns:
-        ``num_audio_windows(num_whisper_steps(N_16k), fps)``; at 25 fps ``floor(N/320) // 2 + 2``,
+        ``num_audio_frames(num_whisper_steps(N_16k), fps)``; at 25 fps ``floor(N/320) // 2 + 2``,
         e.g. 153 600 samples (9.6 s) -> 242 frames.
 
     Raises:
@@ -191,7 +158,7 @@ def num_output_frames(
     n = _check_count("num_output_frames: num_audio_samples", num_audio_samples)
     sr = _check_count("num_output_frames: sample_rate", sample_rate, minimum=1)
     n16 = n if sr == WHISPER_SAMPLE_RATE else (n * WHISPER_SAMPLE_RATE) // sr
-    return num_audio_windows(num_whisper_steps(n16), fps)
+    return num_audio_frames(num_whisper_steps(n16), fps)
 
 
 def audio_samples_for_frames(
