@@ -18,7 +18,7 @@ from fractions import Fraction
 import numpy as np
 
 from latentsync.audio.windows import num_audio_frames
-from latentsync.errors import AudioTooShortError, InvalidInputError
+from latentsync.errors import InvalidInputError
 
 __all__ = [
     "WHISPER_SAMPLE_RATE",
