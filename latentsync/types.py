@@ -61,6 +61,8 @@ class FaceCrops:
         resolution: R, 256 or 512.
         no_face_indices: sorted frame indices where no face was found; those frames pass through
             paste-back unchanged.
+        start_index: absolute index of ``faces[0]`` in the video; ``no_face_indices`` are absolute,
+            so ``faces[i - start_index]`` is the entry of frame ``i`` (0 for a whole video).
     """
 
     faces: torch.Tensor
@@ -70,6 +72,7 @@ class FaceCrops:
     frame_size: tuple[int, int]
     resolution: int
     no_face_indices: list[int] = field(default_factory=list)
+    start_index: int = 0
 
     def __len__(self) -> int:
         return int(self.faces.shape[0])

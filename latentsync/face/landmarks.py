@@ -1,0 +1,347 @@
+"""Face landmarks with mediapipe, and the three alignment anchors derived from them (spec 1.7).
+
+Two backends, chosen by :func:`create_landmarker`:
+
+* the legacy FaceMesh solution (``mediapipe.solutions.face_mesh``, mediapipe <= 0.10.21): its model
+  is bundled in the wheel, so it runs offline;
+* the Tasks ``FaceLandmarker`` (every mediapipe version; the only one in >= 0.10.30): it needs a
+  ``face_landmarker.task`` file, looked up in a models folder and downloaded there when allowed.
+
+Both run in tracking ("video") mode by default: the face found in one frame seeds the next, which
+is faster and far more robust than per-frame detection (on demo1, 1080 x 1920, per-frame detection
+missed 35 of 250 frames, tracking none). One landmarker serves one video, frames in order.
+
+The official code uses InsightFace's 106-point landmarks (integers). The mapping from mediapipe's
+468-point mesh used here (and for the parity reference data) is: 106-point rows 43, 48, 49, 51, 50
+(image-left brow) = midpoints of mesh pairs 70/46, 63/53, 105/52, 66/65, 107/55; rows 101-105
+(image-right brow) = midpoints of 300/276, 293/283, 334/282, 296/295, 336/285; rows 74, 77, 83, 86
+(nose) = mesh points 195, 5, 4, 1; all rounded to integers like InsightFace's.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from latentsync.errors import InvalidInputError, MissingWeightsError
+
+FACE_LANDMARKER_TASK = "face_landmarker.task"
+FACE_LANDMARKER_URL = (
+    "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
+)
+NUM_MESH_POINTS = 468
+
+BROW_LEFT_ROWS = (43, 48, 49, 51, 50)
+BROW_LEFT_PAIRS = ((70, 46), (63, 53), (105, 52), (66, 65), (107, 55))
+BROW_RIGHT_ROWS = (101, 102, 103, 104, 105)
+BROW_RIGHT_PAIRS = ((300, 276), (293, 283), (334, 282), (296, 295), (336, 285))
+NOSE_ROWS = (74, 77, 83, 86)
+NOSE_POINTS = (195, 5, 4, 1)
+
+
+@runtime_checkable
+class Landmarker(Protocol):
+    """What :class:`~latentsync.face.aligner.FaceAligner` needs from a landmark detector.
+
+    ``detect(frame, frame_index)`` takes one uint8 ``[H, W, 3]`` RGB frame and its absolute index in
+    the video (increasing between calls, for tracking) and returns float64 ``[K >= 468, 2]`` mesh
+    points in frame pixels (x, y), or None when there is no face. ``reset()`` forgets the tracked
+    face (next frame is detected from scratch); ``close()`` frees native resources.
+    """
+
+    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        found = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise InvalidInputError(f"frame: expected a uint8 numpy array [H, W, 3] (RGB), got {found}")
+    return np.ascontiguousarray(frame)
+
+
+class MediaPipeFaceMesh:
+    """Legacy mediapipe FaceMesh (bundled model, mediapipe <= 0.10.21).
+
+    Args:
+        static_image_mode: False (default) tracks the face from frame to frame; True detects in
+            every frame independently (as the parity reference was made).
+        min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
+
+    Raises:
+        MissingWeightsError: this mediapipe has no ``solutions.face_mesh``.
+    """
+
+    def __init__(
+        self,
+        static_image_mode: bool = False,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+    ) -> None:
+        face_mesh = _legacy_face_mesh_module()
+        if face_mesh is None:
+            raise MissingWeightsError(
+                "mediapipe: this version has no bundled face mesh (mediapipe.solutions.face_mesh); "
+                "install mediapipe==0.10.21 or use the Tasks landmarker with a face_landmarker.task file"
+            )
+        self._module = face_mesh
+        self._kwargs = dict(
+            static_image_mode=bool(static_image_mode),
+            max_num_faces=1,
+            refine_landmarks=False,
+            min_detection_confidence=float(min_detection_confidence),
+            min_tracking_confidence=float(min_tracking_confidence),
+        )
+        self._mesh = face_mesh.FaceMesh(**self._kwargs)
+
+    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
+        """Mesh points float64 ``[468, 2]`` in pixels, or None (see :class:`Landmarker`)."""
+        frame = _check_frame(frame)
+        result = self._mesh.process(frame)
+        faces = result.multi_face_landmarks
+        if not faces:
+            return None
+        height, width = frame.shape[:2]
+        return _to_pixels(faces[0].landmark, width, height)
+
+    def reset(self) -> None:
+        self._mesh.close()
+        self._mesh = self._module.FaceMesh(**self._kwargs)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+class MediaPipeTasksLandmarker:
+    """mediapipe Tasks ``FaceLandmarker`` (any mediapipe with ``mediapipe.tasks``).
+
+    Args:
+        model_path: path of ``face_landmarker.task``.
+        video_mode: True (default) uses the VIDEO running mode (tracking; frame timestamps are
+            derived from the frame index and ``fps``); False uses IMAGE mode (per-frame detection).
+        fps: nominal frame rate used only to make VIDEO-mode timestamps (ms).
+        min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
+
+    Raises:
+        MissingWeightsError: the file does not exist.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        video_mode: bool = True,
+        fps: float = 25.0,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise MissingWeightsError(
+                f"face landmarker: {path} not found; download {FACE_LANDMARKER_URL} and save it as {path}"
+            )
+        import mediapipe as mp
+
+        vision = mp.tasks.vision
+        mode = vision.RunningMode.VIDEO if video_mode else vision.RunningMode.IMAGE
+        self._options = vision.FaceLandmarkerOptions(
+            base_options=mp.tasks.BaseOptions(model_asset_path=str(path)),
+            running_mode=mode,
+            num_faces=1,
+            min_face_detection_confidence=float(min_detection_confidence),
+            min_face_presence_confidence=float(min_detection_confidence),
+            min_tracking_confidence=float(min_tracking_confidence),
+        )
+        self._mp = mp
+        self._video_mode = bool(video_mode)
+        self._ms_per_frame = 1000.0 / float(fps)
+        self._last_ts = -1
+        self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
+
+    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
+        """Mesh points float64 ``[478, 2]`` in pixels, or None (see :class:`Landmarker`)."""
+        frame = _check_frame(frame)
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=frame)
+        if self._video_mode:
+            ts = max(int(round(frame_index * self._ms_per_frame)), self._last_ts + 1)
+            self._last_ts = ts
+            result = self._landmarker.detect_for_video(image, ts)
+        else:
+            result = self._landmarker.detect(image)
+        if not result.face_landmarks:
+            return None
+        height, width = frame.shape[:2]
+        return _to_pixels(result.face_landmarks[0], width, height)
+
+    def reset(self) -> None:
+        self._landmarker.close()
+        self._last_ts = -1
+        self._landmarker = self._mp.tasks.vision.FaceLandmarker.create_from_options(self._options)
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+def _to_pixels(landmarks: object, width: int, height: int) -> np.ndarray:
+    """mediapipe normalised landmarks -> float64 ``[K, 2]`` pixels ``(x * W, y * H)``."""
+    xy = np.array([(p.x, p.y) for p in landmarks], dtype=np.float64)
+    return xy * np.array([width, height], dtype=np.float64)
+
+
+def _legacy_face_mesh_module() -> object | None:
+    try:
+        import mediapipe as mp
+
+        return mp.solutions.face_mesh
+    except (ImportError, AttributeError):
+        return None
+
+
+def has_legacy_face_mesh() -> bool:
+    """True when the installed mediapipe bundles the legacy FaceMesh (<= 0.10.21)."""
+    return _legacy_face_mesh_module() is not None
+
+
+def default_models_dir() -> Path:
+    """Where ``face_landmarker.task`` is looked for by default: ``$LATENTSYNC_MODELS_DIR/mediapipe``,
+    else ``~/.cache/latentsync/mediapipe``."""
+    root = os.environ.get("LATENTSYNC_MODELS_DIR")
+    return Path(root) / "mediapipe" if root else Path.home() / ".cache" / "latentsync" / "mediapipe"
+
+
+def resolve_face_landmarker_task(models_dir: str | Path | None = None, download: bool = True) -> Path:
+    """Path of ``face_landmarker.task`` in ``models_dir``, downloading it there if allowed.
+
+    Args:
+        models_dir: folder holding (or to receive) ``face_landmarker.task``; default
+            :func:`default_models_dir`.
+        download: fetch the file from Google's mediapipe model storage when it is missing.
+
+    Returns:
+        the existing file's path.
+
+    Raises:
+        MissingWeightsError: missing and ``download`` is False, or the download failed (offline);
+            the message says where to put the file.
+    """
+    folder = Path(models_dir) if models_dir is not None else default_models_dir()
+    path = folder / FACE_LANDMARKER_TASK
+    if path.is_file():
+        return path
+    hint = (
+        f"mediapipe face landmarker model missing: put {FACE_LANDMARKER_TASK} (from {FACE_LANDMARKER_URL}) "
+        f"at {path}, or install mediapipe==0.10.21, which bundles its face mesh"
+    )
+    if not download:
+        raise MissingWeightsError(hint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        os.close(fd)
+        try:
+            urllib.request.urlretrieve(FACE_LANDMARKER_URL, tmp)  # noqa: S310 (fixed https URL)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as err:
+        raise MissingWeightsError(f"{hint} (download failed: {err})") from err
+    return path
+
+
+def create_landmarker(
+    video_mode: bool = True,
+    models_dir: str | Path | None = None,
+    download: bool = True,
+    fps: float = 25.0,
+    backend: str = "auto",
+) -> Landmarker:
+    """The default mediapipe landmarker for one video.
+
+    Args:
+        video_mode: True = tracking (legacy ``static_image_mode=False`` / Tasks VIDEO mode).
+        models_dir: folder of ``face_landmarker.task`` for the Tasks backend.
+        download: allow downloading ``face_landmarker.task`` when the Tasks backend needs it.
+        fps: nominal frame rate for Tasks VIDEO-mode timestamps.
+        backend: "auto" (legacy FaceMesh if bundled, else Tasks), "legacy" or "tasks".
+
+    Raises:
+        InvalidInputError: unknown ``backend``.
+        MissingWeightsError: the chosen backend has no model available.
+    """
+    if backend not in ("auto", "legacy", "tasks"):
+        raise InvalidInputError(f"backend: expected 'auto', 'legacy' or 'tasks', got {backend!r}")
+    if backend == "legacy" or (backend == "auto" and has_legacy_face_mesh()):
+        return MediaPipeFaceMesh(static_image_mode=not video_mode)
+    path = resolve_face_landmarker_task(models_dir, download=download)
+    return MediaPipeTasksLandmarker(path, video_mode=video_mode, fps=fps)
+
+
+def _check_mesh(xy: np.ndarray) -> np.ndarray:
+    arr = np.asarray(xy, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] < NUM_MESH_POINTS or arr.shape[1] < 2:
+        raise InvalidInputError(f"landmarks: expected mediapipe mesh points [>= 468, 2], got shape {list(arr.shape)}")
+    return arr[:, :2]
+
+
+def mesh_to_106(xy: np.ndarray) -> np.ndarray:
+    """Stand-in for InsightFace's 106-point landmarks from mediapipe mesh points.
+
+    Args:
+        xy: ``[K >= 468, 2]`` mesh points in frame pixels.
+
+    Returns:
+        int64 ``[106, 2]``: the 14 rows the alignment reads (module docstring), rounded half to even
+        like ``np.round``; every other row is -1.
+    """
+    xy = _check_mesh(xy)
+    out = np.full((106, 2), -1, dtype=np.int64)
+    for rows, pairs in ((BROW_LEFT_ROWS, BROW_LEFT_PAIRS), (BROW_RIGHT_ROWS, BROW_RIGHT_PAIRS)):
+        for row, (a, b) in zip(rows, pairs):
+            out[row] = np.round((xy[a] + xy[b]) / 2)
+    for row, p in zip(NOSE_ROWS, NOSE_POINTS):
+        out[row] = np.round(xy[p])
+    return out
+
+
+def anchors_from_106(landmarks_106: np.ndarray) -> np.ndarray:
+    """The official three anchors from 106-point landmarks, rounded (spec 1.7).
+
+    Returns:
+        float64 ``[3, 2]``: round(mean of rows 43, 48, 49, 51, 50), round(mean of rows 101-105),
+        round(mean of rows 74, 77, 83, 86).
+    """
+    lm = np.asarray(landmarks_106, dtype=np.float64)
+    if lm.shape != (106, 2):
+        raise InvalidInputError(f"landmarks_106: expected shape [106, 2], got {list(lm.shape)}")
+    return np.round(
+        np.stack([lm[list(BROW_LEFT_ROWS)].mean(0), lm[list(BROW_RIGHT_ROWS)].mean(0), lm[list(NOSE_ROWS)].mean(0)])
+    )
+
+
+def anchor_points(xy: np.ndarray, rounded: bool = True) -> np.ndarray:
+    """The three alignment anchors (brow-L, brow-R, nose) from mediapipe mesh points.
+
+    Args:
+        xy: ``[K >= 468, 2]`` mesh points in frame pixels.
+        rounded: True reproduces the official integer pipeline (:func:`mesh_to_106` then
+            :func:`anchors_from_106`); False gives the same means without any rounding (sub-pixel,
+            used before temporal smoothing).
+
+    Returns:
+        float64 ``[3, 2]`` frame pixels (x, y).
+    """
+    if rounded:
+        return anchors_from_106(mesh_to_106(xy))
+    xy = _check_mesh(xy)
+    brow_l = np.mean([(xy[a] + xy[b]) / 2 for a, b in BROW_LEFT_PAIRS], axis=0)
+    brow_r = np.mean([(xy[a] + xy[b]) / 2 for a, b in BROW_RIGHT_PAIRS], axis=0)
+    nose = xy[list(NOSE_POINTS)].mean(axis=0)
+    return np.stack([brow_l, brow_r, nose])
