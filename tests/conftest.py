@@ -46,3 +46,13 @@ def media_file(name: str) -> Path:
 
 def load_fixture_json(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread: on a shared, loaded CPU, two threads make the small
+    forwards of the tiny models many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

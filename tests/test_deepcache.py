@@ -9,28 +9,19 @@ import torch
 
 from conftest import load_fixture_json
 from latentsync.errors import InvalidInputError
+from latentsync.models.tiny import randomize_constant_tensors
 from latentsync.models.unet import UNet3DConditionModel
 from latentsync.pipeline.deepcache import DeepCacheUNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, loaded CPU two spinning threads are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def unet() -> UNet3DConditionModel:
     torch.manual_seed(0)
     model = UNet3DConditionModel.from_config(load_fixture_json("tiny_unet_config.json")).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # give the zero-initialised layers (conv_in/out, motion proj_out) values
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    randomize_constant_tensors(model)
     return model
 
 

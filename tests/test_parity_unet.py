@@ -18,13 +18,7 @@ from latentsync.models.unet import UNet3DConditionModel
 TOLERANCE = 1e-4  # parity README: ~1e-4 absolute on the tiny U-Net output (max |output| = 2.32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, loaded CPU two spinning threads are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 
 from conftest import FIXTURES, load_fixture_json
 from latentsync.errors import InvalidInputError
+from latentsync.models.tiny import randomize_constant_tensors
 from latentsync.models.unet import UNet3DConditionModel, UNet3DOutput, resolve_unet_config
 
 
@@ -39,15 +40,6 @@ def _tiny_cfg(**overrides) -> dict:
     return cfg
 
 
-def _randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give the zero-initialised layers random values so that they matter in a forward."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
 def _small_inputs(b=1, f=2, hw=8, seed=0):
     gen = torch.Generator().manual_seed(seed)
     sample = torch.randn(b, 13, f, hw, hw, generator=gen)
@@ -55,20 +47,14 @@ def _small_inputs(b=1, f=2, hw=8, seed=0):
     return sample, audio
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared, loaded CPU two spinning threads make small forwards ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_unet() -> UNet3DConditionModel:
     torch.manual_seed(0)
     model = UNet3DConditionModel.from_config(_tiny_cfg()).eval()
-    _randomize_zero_init(model)
+    randomize_constant_tensors(model)
     return model
 
 
@@ -206,7 +192,7 @@ def test_resnet_groupnorm_statistics_span_frames():
     """Spec 2.2: without temporal layers, frames still interact through the resnet GroupNorms."""
     torch.manual_seed(0)
     model = UNet3DConditionModel.from_config(_tiny_cfg(use_motion_module=False)).eval()
-    _randomize_zero_init(model)
+    randomize_constant_tensors(model)
     sample, audio = _small_inputs(b=1, f=2)
     changed = sample.clone()
     changed[:, :, 1] *= 3.0  # only frame 1 changes
@@ -221,7 +207,7 @@ def test_resnet_groupnorm_statistics_span_frames():
 def test_gradient_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     model = UNet3DConditionModel.from_config(_tiny_cfg()).train()
-    _randomize_zero_init(model)
+    randomize_constant_tensors(model)
     sample, audio = _small_inputs(b=1, f=2)
 
     def grads() -> dict[str, torch.Tensor]:
