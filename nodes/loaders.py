@@ -1,0 +1,85 @@
+"""Loaders: the LatentSync U-Net and Whisper tiny from ``models/latentsync`` (spec 1.2, 2.5, 2.8)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from . import comfy_bridge as bridge
+from .sockets import CATEGORY, LatentSyncModel, WhisperModel
+
+VERSIONS = ["auto", "1.6 (512)", "1.5 (256)"]
+"""Version choice. The 1.5 and 1.6 U-Nets share one architecture (identical ``model:`` config and tensor
+shapes, spec 0/2.1), so the choice only sets the face-crop resolution: 1.6 -> 512, 1.5 -> 256.
+``auto``: 256 when the file name contains ``1.5`` or ``256``, a config stored with the checkpoint
+where there is one (tiny test models), else 512."""
+
+
+class UNetLoader(io.ComfyNode):
+    """Loads ``latentsync_unet.pt`` (1.5 or 1.6) and hands it to ComfyUI's model management."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncUNetLoader",
+            display_name="Load LatentSync U-Net",
+            category=CATEGORY,
+            description=(
+                "Loads a LatentSync U-Net checkpoint from models/latentsync/ (official "
+                "latentsync_unet.pt of LatentSync 1.5 or 1.6). ComfyUI moves it to the GPU when the "
+                "sampler runs and may offload it afterwards."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "unet_name", options=bridge.list_unet_files(),
+                    tooltip="Checkpoint file in models/latentsync/ (or a 'latentsync' extra model path).",
+                ),
+                io.Combo.Input(
+                    "version", options=VERSIONS, default="auto",
+                    tooltip=(
+                        "Model config. 1.6 works on 512x512 face crops, 1.5 on 256x256. 'auto' takes "
+                        "1.5 when the file name contains '1.5' or '256', else 1.6."
+                    ),
+                ),
+            ],
+            outputs=[LatentSyncModel.Output(
+                display_name="model", tooltip="LatentSync U-Net; its resolution sets the face crop size.")],
+        )
+
+    @classmethod
+    def execute(cls, unet_name: str, version: str) -> io.NodeOutput:
+        from latentsync.checkpoints import load_unet
+
+        path = bridge.full_model_path(unet_name)
+        resolution = bridge.unet_resolution_for(path, version)
+        unet = load_unet(path, config=None, device="cpu", dtype=bridge.inference_dtype(bridge.torch_device()),
+                         resolution=resolution)
+        model = bridge.LatentSyncModel(bridge.wrap_model(unet.eval()), dict(unet.config), resolution, unet_name)
+        return io.NodeOutput(model)
+
+
+class WhisperLoader(io.ComfyNode):
+    """Loads OpenAI Whisper tiny (``models/latentsync/whisper/tiny.pt``), the audio encoder (spec 2.8)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LatentSyncWhisperLoader",
+            display_name="Load LatentSync Whisper",
+            category=CATEGORY,
+            description="Loads Whisper tiny (openai-whisper format) from models/latentsync/whisper/.",
+            inputs=[
+                io.Combo.Input(
+                    "whisper_name", options=bridge.list_whisper_files(),
+                    tooltip="Whisper checkpoint under models/latentsync/whisper/ (tiny.pt for LatentSync 1.5/1.6).",
+                ),
+            ],
+            outputs=[WhisperModel.Output(
+                display_name="whisper", tooltip="Whisper tiny; only its encoder is used.")],
+        )
+
+    @classmethod
+    def execute(cls, whisper_name: str) -> io.NodeOutput:
+        from latentsync.checkpoints import load_whisper
+
+        model = load_whisper(bridge.full_model_path(whisper_name), device="cpu")
+        return io.NodeOutput(bridge.WhisperModel(bridge.wrap_model(model.eval()), whisper_name))

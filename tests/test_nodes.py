@@ -1,0 +1,561 @@
+"""Unit tests of the ComfyUI node adapters (nodes/, __init__.py) without ComfyUI.
+
+ComfyUI's modules are replaced by small stand-ins (``comfy_api.latest`` V3 schema classes,
+``comfy.utils.ProgressBar``, ``comfy.model_management``, ``comfy.model_patcher``, ``folder_paths``)
+that record what the nodes ask of them. The real server is exercised in test_comfyui_e2e.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------------------------------------------------------------
+# stand-ins for ComfyUI
+# ------------------------------------------------------------------------------------------------
+
+
+class _Rec:
+    """Records constructor arguments (an Input/Output/Schema stand-in)."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        self.id = args[0] if args else kwargs.get("id")
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["kwargs"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _comfy_type(io_type: str, widget: bool = False):
+    class T:
+        pass
+
+    T.io_type = io_type
+    T.Input = type(f"{io_type}Input", (_Rec,), {"io_type": io_type, "widget": widget})
+    T.Output = type(f"{io_type}Output", (_Rec,), {"io_type": io_type})
+    return T
+
+
+class _NodeOutput:
+    def __init__(self, *args, ui=None):
+        self.args = args
+
+
+class _ComfyNode:
+    pass
+
+
+class _ProgressBar:
+    instances: list = []
+
+    def __init__(self, total, node_id=None):
+        self.total, self.current, self.updates = total, 0, []
+        _ProgressBar.instances.append(self)
+
+    def update_absolute(self, value, total=None, preview=None):
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        self.updates.append(self.current)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _ModelPatcher:
+    def __init__(self, model, load_device, offload_device):
+        self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+
+def _install_stubs() -> types.SimpleNamespace:
+    io = types.ModuleType("comfy_api.latest.io")
+    for name, t, w in [("Image", "IMAGE", False), ("Mask", "MASK", False), ("Latent", "LATENT", False),
+                       ("Audio", "AUDIO", False), ("Vae", "VAE", False), ("Int", "INT", True),
+                       ("Float", "FLOAT", True), ("Boolean", "BOOLEAN", True), ("String", "STRING", True),
+                       ("Combo", "COMBO", True)]:
+        setattr(io, name, _comfy_type(t, w))
+    io.Custom = lambda io_type: _comfy_type(io_type)
+    io.Schema, io.NodeOutput, io.ComfyNode = _Rec, _NodeOutput, _ComfyNode
+    latest = types.ModuleType("comfy_api.latest")
+    latest.io = io
+    latest.ComfyExtension = type("ComfyExtension", (), {})
+    api = types.ModuleType("comfy_api")
+    api.latest = latest
+
+    state = types.SimpleNamespace(interrupt=False, loaded=[], folders={})
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = _ProgressBar
+    mm = types.ModuleType("comfy.model_management")
+
+    def throw():
+        if state.interrupt:
+            state.interrupt = False
+            raise _Interrupted("interrupted")
+
+    mm.throw_exception_if_processing_interrupted = throw
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.should_use_fp16 = lambda device=None: False
+    mm.load_models_gpu = lambda models, **kw: state.loaded.extend(models)
+    patcher = types.ModuleType("comfy.model_patcher")
+    patcher.ModelPatcher = _ModelPatcher
+    comfy = types.ModuleType("comfy")
+    comfy.utils, comfy.model_management, comfy.model_patcher = utils, mm, patcher
+
+    fp = types.ModuleType("folder_paths")
+    fp.models_dir = "/nonexistent/ComfyUI/models"
+    fp.folder_names_and_paths = state.folders
+
+    def get_filename_list(name):
+        paths, exts = fp.folder_names_and_paths[name]
+        out = set()
+        for base in paths:
+            for p in Path(base).rglob("*") if Path(base).is_dir() else []:
+                if p.is_file() and (not exts or p.suffix.lower() in exts):
+                    out.add(p.relative_to(base).as_posix())
+        return sorted(out)
+
+    def get_full_path(name, filename):
+        for base in fp.folder_names_and_paths[name][0]:
+            p = Path(base) / filename
+            if p.is_file():
+                return str(p)
+        return None
+
+    fp.get_filename_list = get_filename_list
+    fp.get_full_path = get_full_path
+    fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths[name][0])
+
+    sys.modules.update({
+        "comfy_api": api, "comfy_api.latest": latest, "comfy": comfy, "comfy.utils": utils,
+        "comfy.model_management": mm, "comfy.model_patcher": patcher, "folder_paths": fp,
+    })
+    return state
+
+
+STATE = _install_stubs()
+
+import nodes  # noqa: E402  (the pack's node package, imported with the stand-ins in place)
+from nodes import comfy_bridge as bridge  # noqa: E402
+from latentsync.types import AudioEmbeds, FaceCrops  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    STATE.interrupt = False
+    STATE.loaded.clear()
+    STATE.folders.clear()
+    _ProgressBar.instances.clear()
+    yield
+
+
+def _run(node, **kwargs):
+    return node.execute(**kwargs).args
+
+
+# ------------------------------------------------------------------------------------------------
+# package entry points and schemas
+# ------------------------------------------------------------------------------------------------
+
+EXPECTED_IDS = {
+    "LatentSyncUNetLoader", "LatentSyncWhisperLoader", "LatentSyncLoadWhisperAudio",
+    "LatentSyncFaceCropAlign", "LatentSyncSampler", "LatentSyncVAEDecodeFrames", "LatentSyncPasteBackFaces",
+}
+
+
+def test_extension_lists_every_node_and_registers_the_model_folder():
+    import asyncio
+
+    ext = asyncio.run(nodes.comfy_entrypoint())
+    node_list = asyncio.run(ext.get_node_list())
+    ids = {n.define_schema().node_id for n in node_list}
+    assert ids == EXPECTED_IDS
+    assert "latentsync" in STATE.folders
+
+
+@pytest.mark.parametrize("node", nodes.NODES, ids=lambda n: n.__name__)
+def test_schema_is_typed_categorised_and_explained(node):
+    STATE.folders["latentsync"] = ([], set())
+    schema = node.define_schema()
+    assert schema.node_id.startswith("LatentSync") and schema.category == "LatentSync"
+    assert len(schema.description) > 30
+    for inp in schema.inputs:
+        assert inp.kwargs.get("tooltip"), f"{schema.node_id}.{inp.id} has no tooltip"
+    for out in schema.outputs:
+        assert out.kwargs.get("tooltip") and out.kwargs.get("display_name")
+    for inp in schema.inputs:  # bounded numbers
+        if inp.io_type in ("INT", "FLOAT"):
+            assert "min" in inp.kwargs and "max" in inp.kwargs, f"{schema.node_id}.{inp.id}"
+
+
+def test_top_level_init_imports_outside_comfyui_without_heavy_modules(tmp_path):
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('pack', {str(REPO_ROOT / '__init__.py')!r},"
+        f" submodule_search_locations=[{str(REPO_ROOT)!r}])\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['pack'] = m; spec.loader.exec_module(m)\n"
+        "heavy = [n for n in ('torch', 'diffusers', 'mediapipe', 'whisper', 'torchvision', 'torchaudio', 'nodes')"
+        " if n in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
+def test_node_modules_do_not_import_the_backend_or_torchvision_at_import_time():
+    for path in [REPO_ROOT / "__init__.py", *sorted((REPO_ROOT / "nodes").glob("*.py"))]:
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(torchvision|torchaudio)\b", text, re.M), path
+        top = [ln for ln in text.splitlines() if re.match(r"(import|from) ", ln)]
+        assert not any("latentsync" in ln or "diffusers" in ln or "mediapipe" in ln for ln in top), (path, top)
+        assert "pip" not in " ".join(top)
+
+
+# ------------------------------------------------------------------------------------------------
+# model folder
+# ------------------------------------------------------------------------------------------------
+
+def test_model_folder_keeps_user_paths_first_and_adds_default_once(tmp_path):
+    user = str(tmp_path / "mine")
+    STATE.folders["latentsync"] = ([user], set())  # what extra_model_paths.yaml created
+    bridge.register_model_folder()
+    bridge.register_model_folder()
+    paths, exts = STATE.folders["latentsync"]
+    assert paths[0] == user and paths.count("/nonexistent/ComfyUI/models/latentsync") == 1
+    assert ".pt" in exts and ".safetensors" in exts and ".yaml" not in exts
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from latentsync.models.tiny import write_tiny_unet_checkpoint, write_tiny_whisper_checkpoint
+
+    d = tmp_path_factory.mktemp("ckpt")  # the official layout, the parts the nodes load
+    write_tiny_unet_checkpoint(d / "latentsync_unet.pt")
+    write_tiny_whisper_checkpoint(d / "whisper" / "tiny.pt")
+    (d / "stable_syncnet.pt").write_bytes(b"")  # listed by neither loader
+    (d / "sd-vae-ft-mse").mkdir()
+    (d / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    return d
+
+
+def test_file_lists_split_unet_and_whisper(tiny_dir):
+    STATE.folders["latentsync"] = ([str(tiny_dir)], set(bridge.WEIGHT_EXTENSIONS))
+    assert bridge.list_unet_files() == ["latentsync_unet.pt"]
+    assert bridge.list_whisper_files() == ["whisper/tiny.pt"]
+    with pytest.raises(ValueError, match="not found in the latentsync model folders"):
+        bridge.full_model_path("nope.pt")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dir):
+    from nodes.loaders import UNetLoader
+
+    STATE.folders["latentsync"] = ([str(tiny_dir)], set(bridge.WEIGHT_EXTENSIONS))
+    (model,) = _run(UNetLoader, unet_name="latentsync_unet.pt", version="auto")
+    return model
+
+
+def test_unet_loader_wraps_model_for_model_management_and_detects_resolution(tiny_dir, tiny_model):
+    model = tiny_model
+    assert isinstance(model.patcher, _ModelPatcher) and model.patcher.load_device == torch.device("cpu")
+    assert model.resolution == 256  # from the tiny marker (data.resolution)
+    assert bridge.unet_resolution_for(str(tiny_dir / "latentsync_unet.pt"), "1.6 (512)") == 512
+    assert bridge.unet_resolution_for("/x/latentsync_1.5_unet.pt", "auto") == 256
+    assert bridge.unet_resolution_for("/x/other.pt", "1.5 (256)") == 256
+
+
+# ------------------------------------------------------------------------------------------------
+# conversions
+# ------------------------------------------------------------------------------------------------
+
+def test_image_uint8_round_trip_is_exact_and_alpha_is_dropped():
+    u8 = torch.randint(0, 256, (5, 7, 9, 3), dtype=torch.uint8)
+    img = bridge.uint8_to_image(u8)
+    assert img.dtype == torch.float32 and float(img.max()) <= 1.0
+    assert torch.equal(bridge.image_to_uint8(img), u8)
+    rgba = torch.cat([img, torch.ones_like(img[..., :1])], -1)
+    assert torch.equal(bridge.image_to_uint8(rgba), u8)
+    chunks = list(bridge.iter_uint8_chunks(img, chunk=2))
+    assert [c.shape[0] for c in chunks] == [2, 2, 1] and torch.equal(torch.cat(chunks), u8)
+    with pytest.raises(ValueError, match="expected an IMAGE batch"):
+        bridge.check_image(torch.zeros(3, 4, 5))
+
+
+def test_audio_mono_16k_passthrough_and_resample_match_the_cli_reader(tmp_path):
+    import soundfile as sf
+
+    from latentsync.video.io import read_audio
+
+    t = np.arange(44100) / 44100.0
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.25 * np.sin(2 * np.pi * 220 * t)]).astype(np.float32)
+    mono16 = (np.round(np.sin(np.arange(16000) / 7.0) * 8000) / 32768).astype(np.float32)
+    out = bridge.audio_to_mono_16k({"waveform": torch.from_numpy(mono16)[None, None], "sample_rate": 16000})
+    np.testing.assert_array_equal(out, mono16)
+
+    got = bridge.audio_to_mono_16k({"waveform": torch.from_numpy(stereo)[None], "sample_rate": 44100})
+    sf.write(tmp_path / "a.wav", stereo.T, 44100, subtype="FLOAT")
+    ref = read_audio(tmp_path / "a.wav", 16000)
+    assert abs(len(got) - 16000) <= 32 and abs(len(ref) - len(got)) <= 32
+    n = min(len(got), len(ref))
+    assert np.abs(got[:n] - ref[:n]).max() < 2e-3
+    with pytest.raises(ValueError, match="audio"):
+        bridge.audio_to_mono_16k(None)
+
+
+class _Lazy:
+    """VideoHelperSuite passes AUDIO as a lazy Mapping-like object: only key access works."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def __getitem__(self, k):
+        return self._d[k]
+
+
+def test_audio_is_read_by_key_not_by_isinstance_dict():
+    w = torch.zeros(1, 1, 1600)
+    assert bridge.audio_to_mono_16k(_Lazy({"waveform": w, "sample_rate": 16000})).shape == (1600,)
+
+
+# ------------------------------------------------------------------------------------------------
+# progress and interruption
+# ------------------------------------------------------------------------------------------------
+
+def test_progress_callback_moves_the_bar_and_raises_on_interrupt():
+    p = bridge.ComfyProgress(4)
+    p()
+    p(3)
+    p({"done": 4, "total": 8})
+    assert p.bar.updates == [1, 3, 4] and p.total == 8
+    STATE.interrupt = True
+    with pytest.raises(_Interrupted):
+        p()
+
+
+# ------------------------------------------------------------------------------------------------
+# VAE adapter
+# ------------------------------------------------------------------------------------------------
+
+class FakeComfyVAE:
+    """ComfyUI VAE semantics around a diffusers AutoencoderKL: encode(IMAGE 0..1) -> unscaled mean,
+    decode(unscaled) -> IMAGE 0..1 clamped."""
+
+    latent_channels = 4
+
+    def __init__(self, ae):
+        self.ae, self.calls = ae, []
+
+    @torch.no_grad()
+    def encode(self, pixels):
+        self.calls.append(("encode", pixels.shape[0]))
+        return self.ae.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
+
+    @torch.no_grad()
+    def decode(self, z):
+        self.calls.append(("decode", z.shape[0]))
+        return ((self.ae.decode(z).sample + 1) / 2).clamp(0, 1).movedim(1, -1)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=[8, 8, 8, 8], down_block_types=["DownEncoderBlock2D"] * 4,
+                         up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=1, norm_num_groups=4,
+                         latent_channels=4).eval()
+
+
+def test_comfy_vae_gives_backend_the_scaled_posterior_mean(tiny_vae):
+    from latentsync.vae import VAE_SCALING_FACTOR, decode_latents, encode_frames
+
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    adapter = bridge.ComfyVAE(FakeComfyVAE(tiny_vae))
+    z = encode_frames(adapter, x, torch.Generator().manual_seed(0), batch_size=2)
+    with torch.no_grad():
+        want = tiny_vae.encode(x).latent_dist.mean * VAE_SCALING_FACTOR
+    torch.testing.assert_close(z, want, atol=1e-5, rtol=1e-4)
+    back = decode_latents(adapter, z, batch_size=2)
+    with torch.no_grad():
+        want_px = tiny_vae.decode(want / VAE_SCALING_FACTOR).sample.clamp(-1, 1)
+    torch.testing.assert_close(back, want_px, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="4-channel"):
+        bridge.ComfyVAE(types.SimpleNamespace(encode=1, decode=1, latent_channels=16))
+
+
+def test_vae_decode_frames_decodes_in_chunks_with_progress(tiny_vae):
+    from nodes.vae import VAEDecodeFrames
+
+    vae = FakeComfyVAE(tiny_vae)
+    z = torch.randn(5, 4, 8, 8)
+    (faces,) = _run(VAEDecodeFrames, vae=vae, latent={"samples": z}, batch_size=2)
+    assert faces.shape == (5, 64, 64, 3)
+    assert [c for c in vae.calls if c[0] == "decode"] == [("decode", 2), ("decode", 2), ("decode", 1)]
+    torch.testing.assert_close(faces, vae.decode(z))
+    assert _ProgressBar.instances[-1].updates[-1] == 5
+    STATE.interrupt = True
+    with pytest.raises(_Interrupted):
+        _run(VAEDecodeFrames, vae=vae, latent={"samples": z}, batch_size=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# faces: align (chunked, no-face frames, NoFaceError) and paste-back (loop, passthrough)
+# ------------------------------------------------------------------------------------------------
+
+R = 64
+
+
+def _crops(n, no_face=(), h=40, w=48):
+    faces = torch.full((n, R, R, 3), 127, dtype=torch.uint8)
+    return FaceCrops(faces=faces, affine_matrices=torch.zeros(n, 2, 3), crop_size=(R, R),
+                     mask=torch.ones(R, R), frame_size=(h, w), resolution=R, no_face_indices=list(no_face))
+
+
+class FakeAligner:
+    """Marks frames whose mean is below 0.1 as face-less; records the chunks it saw."""
+
+    seen: list = []
+
+    def __init__(self, resolution=256, **kw):
+        self.resolution = resolution
+
+    def align(self, frames, start_index=0):
+        FakeAligner.seen.append((start_index, frames.shape[0], frames.dtype))
+        n = frames.shape[0]
+        dark = [start_index + i for i in range(n) if frames[i].float().mean() < 25]
+        c = _crops(n, dark, frames.shape[1], frames.shape[2])
+        c.affine_matrices[:, 0, 2] = torch.arange(start_index, start_index + n, dtype=torch.float32)
+        return c
+
+
+@pytest.fixture
+def fake_face(monkeypatch):
+    import latentsync.face.aligner as aligner_mod
+    import latentsync.face.paste as paste_mod
+
+    def paste_back(frames, faces, crops):
+        assert faces.shape[0] == frames.shape[0] == len(crops)
+        out = frames.clone()
+        for j in range(frames.shape[0]):
+            if j not in crops.no_face_indices:
+                out[j, 0, 0, 0] = int(crops.affine_matrices[j, 0, 2])  # mark: source frame index
+        return out
+
+    monkeypatch.setattr(aligner_mod, "FaceAligner", FakeAligner)
+    monkeypatch.setattr(paste_mod, "paste_back", paste_back)
+    FakeAligner.seen = []
+
+
+def test_face_crop_align_chunks_frames_and_lists_faceless_ones(fake_face):
+    from nodes.face import FaceCropAlign
+
+    images = torch.full((20, 40, 48, 3), 0.5)
+    images[[3, 17]] = 0.0
+    crops, faces, mask, no_face = _run(FaceCropAlign, images=images, resolution="256")
+    assert [(s, n) for s, n, _ in FakeAligner.seen] == [(0, 16), (16, 4)]
+    assert all(d == torch.uint8 for _, _, d in FakeAligner.seen)
+    assert crops.no_face_indices == [3, 17] and no_face == "3,17" and len(crops) == 20
+    assert faces.shape == (20, R, R, 3) and faces.dtype == torch.float32
+    assert mask.shape == (1, R, R) and float(mask.max()) == 0.0  # 1 = generated region
+    with pytest.raises(Exception, match="no face found in any of its 5 frames"):
+        _run(FaceCropAlign, images=torch.zeros(5, 40, 48, 3), resolution="256")
+
+
+def test_paste_back_loops_frames_ping_pong_and_passes_faceless_frames_unchanged(fake_face):
+    from nodes.face import PasteBackFaces
+
+    n, f = 5, 12
+    images = torch.rand(n, 40, 48, 3)
+    crops = _crops(n, no_face=[2])
+    crops.affine_matrices[:, 0, 2] = torch.arange(n, dtype=torch.float32)
+    faces = torch.rand(f, R, R, 3)
+    (out,) = _run(PasteBackFaces, images=images, faces=faces, face_crops=crops)
+    assert out.shape == (f, 40, 48, 3) and out.dtype == torch.float32
+    src = [0, 1, 2, 3, 4, 4, 3, 2, 1, 0, 0, 1]  # official ping-pong (spec 1.6)
+    for j, i in enumerate(src):
+        if i == 2:  # no face: the original frame, bit for bit after the uint8 round trip
+            assert torch.equal(bridge.image_to_uint8(out[j]), bridge.image_to_uint8(images[i]))
+        else:
+            assert round(float(out[j, 0, 0, 0]) * 255) == i
+            torch.testing.assert_close(out[j, 1:], bridge.uint8_to_image(bridge.image_to_uint8(images[i, 1:])))
+    (cut,) = _run(PasteBackFaces, images=images, faces=faces[:3], face_crops=crops)
+    assert cut.shape[0] == 3
+    with pytest.raises(ValueError, match="connect the same IMAGE"):
+        _run(PasteBackFaces, images=images[:4], faces=faces, face_crops=crops)
+
+
+# ------------------------------------------------------------------------------------------------
+# sampler (tiny U-Net, tiny VAE behind the ComfyUI adapter)
+# ------------------------------------------------------------------------------------------------
+
+def test_sampler_runs_chunks_with_progress_and_returns_unscaled_latents(tiny_model, tiny_vae):
+    import dataclasses
+
+    from nodes.sampler import LatentSyncSampler
+
+    model = dataclasses.replace(tiny_model, resolution=64)  # the tiny U-Net takes any multiple of 64 px; keeps the test fast
+    crops = _crops(3)
+    crops.faces = torch.randint(0, 256, (3, R, R, 3), dtype=torch.uint8)
+    embeds = AudioEmbeds(torch.randn(4, 50, 384), 25.0)  # 4 audio frames > 3 video frames: loop
+    kwargs = dict(model=model, vae=FakeComfyVAE(tiny_vae), face_crops=crops, audio_embeds=embeds,
+                  seed=1, steps=2, guidance_scale=1.5, deepcache=False)
+    (latent,) = _run(LatentSyncSampler, **kwargs)
+    assert latent["samples"].shape == (4, 4, 8, 8) and torch.isfinite(latent["samples"]).all()
+    assert STATE.loaded and STATE.loaded[0] is model.patcher
+    assert _ProgressBar.instances[-1].updates == [1, 2]
+    kwargs.update(steps=1, guidance_scale=1.0)
+    STATE.interrupt = True
+    with pytest.raises(_Interrupted):
+        _run(LatentSyncSampler, **kwargs)
+    model.resolution = 256
+    with pytest.raises(ValueError, match="set the resolution"):
+        _run(LatentSyncSampler, **kwargs)
+
+
+def test_whisper_audio_node_makes_one_window_per_frame(tiny_dir):
+    pytest.importorskip("whisper")
+    if importlib.util.find_spec("latentsync.audio.windows") is None:
+        pytest.skip("latentsync.audio.windows not written yet")
+    from nodes.audio import LoadWhisperAudio
+    from nodes.loaders import WhisperLoader
+
+    STATE.folders["latentsync"] = ([str(tiny_dir)], set(bridge.WEIGHT_EXTENSIONS))
+    (whisper,) = _run(WhisperLoader, whisper_name="whisper/tiny.pt")
+    audio = {"waveform": torch.randn(1, 2, 44100) * 0.1, "sample_rate": 44100}
+    embeds, n = _run(LoadWhisperAudio, audio=audio, whisper=whisper, fps=25.0)
+    assert embeds.embeds.shape == (n, 50, 384) and 24 <= n <= 28
+    assert STATE.loaded and STATE.loaded[0] is whisper.patcher
+
+
+def test_composite_keeps_the_reference_outside_the_generated_region():
+    gen = torch.full((2, 4, 4, 3), 1.0)
+    ref = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
+    mask = torch.zeros(4, 4)
+    mask[:2] = 1.0  # top half kept
+    out = bridge.composite_faces(gen, ref, mask)
+    assert torch.equal(out[:, :2], torch.zeros(2, 2, 4, 3)) and torch.equal(out[:, 2:], torch.ones(2, 2, 4, 3))
+
+
+def test_select_crops_renumbers_faceless_frames_for_a_loop():
+    c = _crops(4, no_face=[1])
+    c.affine_matrices[:, 0, 2] = torch.arange(4, dtype=torch.float32)
+    sel = bridge.select_crops(c, np.array([0, 1, 2, 3, 3, 2, 1]))
+    assert sel.no_face_indices == [1, 6] and len(sel) == 7
+    assert sel.affine_matrices[:, 0, 2].tolist() == [0, 1, 2, 3, 3, 2, 1]
+    joined = bridge.concat_crops([_crops(2, [1]), _crops(3, [2, 4])])
+    assert len(joined) == 5 and joined.no_face_indices == [1, 2, 4]
