@@ -1,0 +1,1 @@
+"""Data processing pipeline (spec 4); see :mod:`training.preprocess.run`."""
