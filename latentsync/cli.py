@@ -1,0 +1,185 @@
+"""Command line: ``python -m latentsync infer --video V --audio A --output O [...]``.
+
+Every :class:`~latentsync.errors.LatentSyncError` (bad input, missing weights, no face, ...) ends the
+program with one line ``error: ...`` on stderr and exit code 2, and no output file. Arguments and the
+input files are checked before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from latentsync.errors import InvalidInputError, LatentSyncError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+NOT_LIPSYNCED = (
+    "--tiny-random: the models have tiny RANDOM weights; the output is NOT lip-synced "
+    "(only the pipeline is exercised)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``) and exit code 2, like the rest of the CLI."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        raise InvalidInputError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m latentsync", description="LatentSync lip sync (audio-conditioned latent diffusion).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("infer", help="lip-sync a video to a speech recording")
+    p.add_argument("--video", required=True, help="input video (its fps and size are kept)")
+    p.add_argument("--audio", required=True, help="speech: WAV, MP3, ... or a video's audio track")
+    p.add_argument("--output", required=True, help="output video (.mp4); written only when the job succeeds")
+    p.add_argument("--checkpoint-dir", default=os.environ.get("LATENTSYNC_CHECKPOINT_DIR", "checkpoints"),
+                   help="folder with latentsync_unet.pt, whisper/tiny.pt, sd-vae-ft-mse/ (downloaded when missing "
+                        "unless HF_HUB_OFFLINE=1); default: %(default)s")
+    p.add_argument("--resolution", type=int, default=512,
+                   help="face resolution: 512 (LatentSync 1.6, default) or 256 (1.5)")
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    p.add_argument("--guidance-scale", type=float, default=1.5, help="CFG scale, >= 1; 1 disables (default 1.5)")
+    p.add_argument("--seed", type=int, default=1247, help="random seed; -1 = random (default 1247)")
+    p.add_argument("--deepcache", action="store_true", help="DeepCache: reuse deep U-Net features (faster)")
+    p.add_argument("--tiny-random", action="store_true",
+                   help="build tiny random-weight models on the fly (pipeline test; output NOT lip-synced)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float16", "float32", "bfloat16"),
+                   help="auto: float16 on CUDA with compute capability > 7, else float32")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality of the output, 0..51 (default 18)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return "; ".join(lines) or type(err).__name__
+
+
+class _Bars:
+    """tqdm bars per stage, fed by the pipeline's progress callback."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars = {}
+
+    def __call__(self, p) -> None:
+        if not self.enabled or p.stage not in ("audio", "frames", "denoise"):
+            return
+        from tqdm import tqdm
+
+        bar = self.bars.get(p.stage)
+        if bar is None:
+            desc, unit = {"audio": ("audio features", "file"), "frames": ("frames", "frame"),
+                          "denoise": ("denoise", "step")}[p.stage]
+            bar = self.bars[p.stage] = tqdm(total=p.total, desc=desc, unit=unit, position=len(self.bars),
+                                            leave=True, dynamic_ncols=True, file=sys.stderr)
+        bar.update(p.done - bar.n)
+        if p.done >= p.total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"auto": None, "float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from latentsync.pipeline.lipsync import (
+        LipSyncPipeline,
+        check_job_arguments,
+        default_device_and_dtype,
+        load_inputs,
+    )
+
+    # 1. everything that can be checked without models
+    check_job_arguments(args.video, args.audio, args.output, args.resolution, args.steps, args.guidance_scale, args.seed)
+    if not 0 <= args.crf <= 51:
+        raise InvalidInputError(f"crf: expected 0..51, got {args.crf}")
+    device, auto_dtype = default_device_and_dtype(None if args.device == "auto" else args.device)
+    dtype = _dtype(args.dtype) or auto_dtype
+    info, waveform = load_inputs(args.video, args.audio)
+    n_samples = int(waveform.shape[0])
+    del waveform
+    print(f"video: {info.num_frames} frames {info.width}x{info.height} @ {info.fps:g} fps; "
+          f"audio: {n_samples / 16000:.2f} s; device {device} {str(dtype).replace('torch.', '')}", file=sys.stderr)
+
+    # 2. weights
+    with tempfile.TemporaryDirectory(prefix="latentsync-tiny-") as tiny_dir:
+        if args.tiny_random:
+            print(f"WARNING: {NOT_LIPSYNCED}", file=sys.stderr)
+            from latentsync.models.tiny import write_tiny_checkpoint_dir
+
+            ckpt_dir = write_tiny_checkpoint_dir(Path(tiny_dir) / "checkpoints")
+            download = False
+        else:
+            ckpt_dir = Path(args.checkpoint_dir)
+            download = True
+        from latentsync.weights import resolve_weights
+
+        weights = resolve_weights(ckpt_dir, args.resolution, download=download)
+        print("loading models ...", file=sys.stderr)
+        pipe = LipSyncPipeline.from_weights(weights, resolution=args.resolution, device=device, dtype=dtype)
+
+        # 3. the job
+        bars = _Bars(enabled=not args.quiet)
+        try:
+            result = pipe(
+                args.video, args.audio, args.output, num_inference_steps=args.steps,
+                guidance_scale=args.guidance_scale, seed=args.seed, deepcache=args.deepcache,
+                callback=bars, crf=args.crf,
+            )
+        finally:
+            bars.close()
+    msg = (f"wrote {result.output}: {result.num_frames} frames at {result.fps:g} fps, "
+           f"{result.width}x{result.height}, {result.elapsed_s:.1f} s, seed {result.seed}")
+    if result.looped:
+        msg += f"; video looped ({result.num_video_frames} source frames)"
+    if result.no_face_indices:
+        msg += f"; {result.num_no_face} frames without a face left unchanged"
+    print(msg)
+    if args.tiny_random:
+        print(f"NOTE: {NOT_LIPSYNCED}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 LatentSyncError, 130 interrupted)."""
+    # Log records of the backend (e.g. frames without a face) go to this call's stderr.
+    log = logging.getLogger("latentsync")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "infer":
+            return _infer(args)
+        raise InvalidInputError(f"unknown command {args.command!r}")
+    except LatentSyncError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
