@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
+from training_helpers import synthetic_clips
 
 from training.eval.fvd import frechet_distance
 
@@ -18,11 +19,7 @@ TINY_SYNC_CFG = REPO_ROOT / "training" / "configs" / "tiny_syncnet.yaml"
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> Path:
-    from training.synthetic import make_dataset
-
-    d = tmp_path_factory.mktemp("evalclips")
-    make_dataset(d, num_videos=2, num_frames=48, resolution=64, seed=10)
-    return d
+    return synthetic_clips(tmp_path_factory, "evalclips", num_videos=2, num_frames=48, seed=10)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT  # noqa: F401  (pytest pythonpath = repo root)
+from training_helpers import synthetic_clips
 
 from latentsync.errors import InvalidInputError
 from training import engine
@@ -31,11 +32,7 @@ CONFIGS = REPO_ROOT / "training" / "configs"
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    from training.synthetic import make_dataset
-
-    d = tmp_path_factory.mktemp("clips")
-    make_dataset(d, num_videos=3, num_frames=56, resolution=64, seed=0)
-    return d
+    return synthetic_clips(tmp_path_factory, "clips", num_videos=3, num_frames=56, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +98,23 @@ def test_official_configs_keep_official_keys():
 
     for ours, theirs in [("stage1", "unet/stage1"), ("stage2", "unet/stage2"),
                          ("syncnet_16_pixel_attn", "syncnet/syncnet_16_pixel_attn")]:
-        a = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{ours}.yaml"))
+        a = OmegaConf.to_container(engine.load_yaml(CONFIGS / f"{ours}.yaml"))
         b = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "latentsync" / "configs" / f"{theirs}.yaml"))
         assert keys(b) <= keys(a), keys(b) - keys(a)
         assert a["model"] == b["model"]
+
+
+def test_load_yaml_base_layering(tmp_path):
+    """``base:`` loads the named config first; the file's keys are merged on top; a bad base is an error."""
+    (tmp_path / "parent.yaml").write_text("run: {seed: 1, lr: 2}\nmodel: {a: [1, 2]}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nrun: {seed: 5}\nmodel: {a: [3]}\n")
+    cfg = engine.load_config(tmp_path / "child.yaml", ["run.lr=7"])
+    assert "base" not in cfg
+    assert cfg.run.seed == 5 and cfg.run.lr == 7 and list(cfg.model.a) == [3]
+    assert engine.load_yaml(CONFIGS / "stage2.yaml").model.in_channels == 13
+    (tmp_path / "bad.yaml").write_text("base: unet/no_such_config\n")
+    with pytest.raises(InvalidInputError, match="no_such_config"):
+        engine.load_yaml(tmp_path / "bad.yaml")
 
 
 def test_atomic_save_leaves_no_temp(tmp_path):

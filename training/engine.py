@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from latentsync.errors import InvalidInputError
 __all__ = [
     "DistEnv",
     "load_config",
+    "load_yaml",
     "parse_cli",
     "setup_distributed",
     "cleanup_distributed",
@@ -63,11 +64,50 @@ __all__ = [
     "unwrap_model",
     "all_reduce_mean",
     "file_content_hash",
+    "as_config",
+    "run_cli",
+    "atomic_write",
+    "run_distributed",
+    "start_run",
+    "wrap_ddp",
+    "build_optimization",
+    "resume_if_requested",
+    "optimizer_step",
+    "val_source",
+    "is_due",
 ]
 
 
 # --------------------------------------------------------------------------------------------------
 # Config
+
+
+#: Folder a training YAML's ``base:`` key is resolved against (the bundled official configs).
+BASE_CONFIG_DIR = Path(__file__).resolve().parents[1] / "latentsync" / "configs"
+
+
+def load_yaml(path: str | os.PathLike) -> DictConfig:
+    """``OmegaConf.load(path)`` with layering: a top-level ``base: NAME`` key loads the config
+    ``NAME`` first and merges this file's other keys on top (lists are replaced, mappings merged).
+
+    ``NAME`` is ``unet/stage2`` style (-> ``latentsync/configs/unet/stage2.yaml``), or a path to a
+    YAML file (absolute, or relative to ``path``'s folder). Bases may themselves have a ``base``.
+
+    Raises:
+        InvalidInputError: the base config does not exist.
+    """
+    path = Path(path)
+    cfg = OmegaConf.load(path)
+    base = cfg.pop("base", None) if isinstance(cfg, DictConfig) else None
+    if not base:
+        return cfg
+    name = str(base)
+    candidates = [path.parent / name, BASE_CONFIG_DIR / name, BASE_CONFIG_DIR / f"{name}.yaml"]
+    base_path = next((c for c in candidates if c.suffix in (".yaml", ".yml") and c.is_file()), None)
+    if base_path is None:
+        raise InvalidInputError(f"training config {str(path)!r}: base {name!r} not found "
+                                f"(expected latentsync/configs/{name}.yaml or a YAML path)")
+    return OmegaConf.merge(load_yaml(base_path), cfg)
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = (),
@@ -84,7 +124,7 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (),
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"training config {str(path)!r}: file not found")
-    cfg = OmegaConf.load(path)
+    cfg = load_yaml(path)
     if defaults:
         cfg = OmegaConf.merge(OmegaConf.create(defaults), cfg)
     bad = [o for o in overrides if "=" not in o]
@@ -99,6 +139,31 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (),
         ) from exc
     OmegaConf.set_struct(cfg, False)
     return cfg
+
+
+def as_config(cfg: DictConfig | dict | str | os.PathLike, overrides: Sequence[str] = (),
+              defaults: dict | None = None) -> DictConfig:
+    """A training script's config from a YAML path (:func:`load_config`), a dict or a DictConfig.
+
+    ``defaults`` are merged under the given keys; ``overrides`` (dot-list ``key=value``) must name
+    existing keys (struct mode), as for :func:`load_config`.
+    """
+    if isinstance(cfg, (str, os.PathLike)):
+        return load_config(cfg, overrides, defaults)
+    merged = OmegaConf.merge(OmegaConf.create(defaults or {}), OmegaConf.create(
+        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg))
+    if overrides:
+        OmegaConf.set_struct(merged, True)
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        OmegaConf.set_struct(merged, False)
+    return merged
+
+
+def run_cli(argv: Sequence[str] | None, prog: str, default_config: str, defaults: dict | None,
+            main: Any) -> int:
+    """Entry point of a training script: ``main(parse_cli(...))``; returns exit status 0."""
+    main(parse_cli(argv, prog, default_config, defaults))
+    return 0
 
 
 def parse_cli(argv: Sequence[str] | None, prog: str, default_config: str,
@@ -174,13 +239,11 @@ def all_reduce_mean(value: float, env: DistEnv) -> float:
     """Mean of a Python float over ranks (identity without DDP)."""
     if not env.distributed:
         return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64,
-                     device=env.device if env.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return float(t.item()) / env.world_size
+    return all_reduce_sum(value, env) / env.world_size
 
 
 def all_reduce_sum(value: float, env: DistEnv) -> float:
+    """Sum of a Python float over ranks (float64 all-reduce; identity without DDP)."""
     if not env.distributed:
         return float(value)
     t = torch.tensor([float(value)], dtype=torch.float64,
@@ -395,17 +458,24 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 # Checkpoints
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path.tmp-<pid>`` then ``os.replace`` (never a half-written file)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], tmp_prefix: str = "") -> Path:
+    """Call ``write(tmp)`` for ``<tmp_prefix><name>.tmp-<pid>`` next to ``path``, then ``os.replace``
+    it onto ``path`` (never a half-written file; the temporary is removed on error). Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{tmp_prefix}{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path.tmp-<pid>`` then ``os.replace`` (never a half-written file)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def resume_path_for(checkpoint_path: str | os.PathLike) -> Path:
@@ -561,3 +631,91 @@ def count_trainable(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return train, total
+
+
+# --------------------------------------------------------------------------------------------------
+# Run scaffolding shared by the training scripts
+
+
+def run_distributed(cfg: DictConfig, train: Callable[[DictConfig, DistEnv], Any]) -> Any:
+    """Apply ``run.num_threads`` (> 0: ``torch.set_num_threads``), set up DDP from the environment
+    (``run.device``), return ``train(cfg, env)`` and always tear the process group down."""
+    if int(cfg.run.num_threads) > 0:
+        torch.set_num_threads(int(cfg.run.num_threads))
+    env = setup_distributed(cfg.run.device)
+    try:
+        return train(cfg, env)
+    finally:
+        cleanup_distributed(env)
+
+
+def start_run(cfg: DictConfig, env: DistEnv) -> tuple[Path, int, JsonlLogger]:
+    """Seed this rank (``run.seed + rank``), create ``data.train_output_dir`` and save the resolved
+    ``config.yaml`` there (rank 0), open ``log.jsonl``. Returns ``(output_dir, run.seed, logger)``."""
+    out_dir = Path(cfg.data.train_output_dir)
+    seed = int(cfg.run.seed)
+    seed_everything(seed + env.rank)
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out_dir / "config.yaml")
+    return out_dir, seed, JsonlLogger(out_dir / "log.jsonl", enabled=env.is_main)
+
+
+def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:
+    """``DistributedDataParallel(model)`` under torchrun (device_ids on CUDA), else ``model``."""
+    if not env.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+
+
+def build_optimization(cfg: DictConfig, params: Any, lr: float, max_steps: int,
+                       device: torch.device) -> tuple[torch.optim.Optimizer, Any, torch.amp.GradScaler]:
+    """AdamW(``params``, ``lr``, ``optimizer.weight_decay``), the ``optimizer.lr_scheduler`` schedule
+    (``optimizer.lr_warmup_steps``) over ``max_steps`` and the GradScaler of
+    ``run.mixed_precision_training``."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg.optimizer.weight_decay))
+    lr_scheduler = build_lr_scheduler(optimizer, cfg.optimizer.lr_scheduler,
+                                      int(cfg.optimizer.lr_warmup_steps), max_steps)
+    return optimizer, lr_scheduler, make_grad_scaler(device, cfg.run.mixed_precision_training)
+
+
+def resume_if_requested(cfg: DictConfig, out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        lr_scheduler: Any, scaler: torch.amp.GradScaler | None, env: DistEnv,
+                        logger: JsonlLogger) -> tuple[int, Path | None]:
+    """Resume from ``run.resume_from`` (see :func:`find_resume_file`, :func:`load_training_state`)
+    and log it. Returns ``(start_step, resume_file)``; ``(0, None)`` when not resuming."""
+    resume = find_resume_file(cfg.run.resume_from, out_dir)
+    if resume is None:
+        return 0, None
+    start_step = load_training_state(resume, model, optimizer, lr_scheduler, scaler, env)
+    logger.log("resume", step=start_step, file=str(resume))
+    return start_step, resume
+
+
+def optimizer_step(params: Any, optimizer: torch.optim.Optimizer, lr_scheduler: Any,
+                   scaler: torch.amp.GradScaler, max_grad_norm: float) -> tuple[torch.Tensor, float]:
+    """Unscale, clip the grad norm to ``max_grad_norm``, step optimizer + scaler, zero the grads and
+    advance the LR schedule. Returns ``(grad_norm before clipping, lr used by this step)``."""
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, float(max_grad_norm))
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    lr = lr_scheduler.get_last_lr()[0]
+    lr_scheduler.step()
+    return grad_norm, lr
+
+
+def val_source(cfg: DictConfig) -> tuple[str, str]:
+    """``(fileslist, data_dir)`` of the validation videos: ``data.val_*`` when either is set, else
+    the training videos (other clips of them, through a different seed)."""
+    if cfg.data.val_fileslist or cfg.data.val_data_dir:
+        return cfg.data.val_fileslist, cfg.data.val_data_dir
+    return cfg.data.train_fileslist, cfg.data.train_data_dir
+
+
+def is_due(step: int, every: int, max_steps: int) -> bool:
+    """Periodic event at ``step``: every ``every`` steps and at the last step; ``every <= 0`` = never."""
+    return every > 0 and (step % every == 0 or step == max_steps)

@@ -42,7 +42,6 @@ from typing import Any, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from latentsync.errors import InvalidInputError
 from training import engine
@@ -82,15 +81,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _as_config(cfg: DictConfig | dict | str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
-    if isinstance(cfg, (str, os.PathLike)):
-        return engine.load_config(cfg, overrides, DEFAULTS)
-    merged = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.create(
-        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg))
-    if overrides:
-        OmegaConf.set_struct(merged, True)
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        OmegaConf.set_struct(merged, False)
-    return merged
+    return engine.as_config(cfg, overrides, DEFAULTS)
 
 
 def _make_dataset(cfg: DictConfig, fileslist: str, data_dir: str, seed: int) -> SyncNetDataset:
@@ -137,26 +128,14 @@ def main(cfg: DictConfig | dict | str | os.PathLike, overrides: Sequence[str] = 
     if cfg.data.latent_space:
         raise InvalidInputError("data.latent_space: the latent-space SyncNet variant is not implemented; "
                                 "use a pixel-space config (syncnet_16_pixel_attn.yaml)")
-    if int(cfg.run.num_threads) > 0:
-        torch.set_num_threads(int(cfg.run.num_threads))
-    env = engine.setup_distributed(cfg.run.device)
-    try:
-        return _train(cfg, env)
-    finally:
-        engine.cleanup_distributed(env)
+    return engine.run_distributed(cfg, _train)
 
 
 def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
     from latentsync.checkpoints import load_state_dict_file
     from latentsync.models.syncnet import StableSyncNet
 
-    out_dir = Path(cfg.data.train_output_dir)
-    seed = int(cfg.run.seed)
-    engine.seed_everything(seed + env.rank)
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, out_dir / "config.yaml")
-    logger = engine.JsonlLogger(out_dir / "log.jsonl", enabled=env.is_main)
+    out_dir, seed, logger = engine.start_run(cfg, env)
 
     model = StableSyncNet(OmegaConf.to_container(cfg.model, resolve=True))
     if cfg.ckpt.resume_ckpt_path:  # initial weights (official key name), not the training state
@@ -164,32 +143,24 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
     if cfg.run.enable_gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(env.device).train()
-    ddp_model = DDP(model, device_ids=[env.local_rank] if env.device.type == "cuda" else None) \
-        if env.distributed else model
+    ddp_model = engine.wrap_ddp(model, env)
 
     max_steps = int(cfg.run.max_train_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.optimizer.lr),
-                                  weight_decay=float(cfg.optimizer.weight_decay))
-    lr_scheduler = engine.build_lr_scheduler(optimizer, cfg.optimizer.lr_scheduler,
-                                             int(cfg.optimizer.lr_warmup_steps), max_steps)
-    scaler = engine.make_grad_scaler(env.device, cfg.run.mixed_precision_training)
+    optimizer, lr_scheduler, scaler = engine.build_optimization(
+        cfg, model.parameters(), float(cfg.optimizer.lr), max_steps, env.device)
 
     history = {"train_step_list": [], "train_loss_list": [], "val_step_list": [], "val_loss_list": []}
-    start_step = 0
-    resume = engine.find_resume_file(cfg.run.resume_from, out_dir)
+    start_step, resume = engine.resume_if_requested(cfg, out_dir, model, optimizer, lr_scheduler, scaler,
+                                                    env, logger)
     if resume is not None:
-        start_step = engine.load_training_state(resume, model, optimizer, lr_scheduler, scaler, env)
         prev = torch.load(resume.with_name(f"checkpoint-{start_step}.pt"), map_location="cpu",
                           weights_only=False)
         for k in history:
             history[k] = list(prev.get(k, []))
-        logger.log("resume", step=start_step, file=str(resume))
 
     dataset = _make_dataset(cfg, cfg.data.train_fileslist, cfg.data.train_data_dir, seed)
-    if cfg.data.val_fileslist or cfg.data.val_data_dir:
-        val_dataset = _make_dataset(cfg, cfg.data.val_fileslist, cfg.data.val_data_dir, seed + 1)
-    else:  # no held-out set configured: validate on other clips of the training videos
-        val_dataset = _make_dataset(cfg, cfg.data.train_fileslist, cfg.data.train_data_dir, seed + 1)
+    # validation videos: data.val_* when configured, else other clips of the training videos
+    val_dataset = _make_dataset(cfg, *engine.val_source(cfg), seed + 1)
     accum = int(cfg.data.gradient_accumulation_steps)
     sampler = engine.StepBatchSampler(len(dataset), int(cfg.data.batch_size), env.rank, env.world_size,
                                       seed, start_step * accum, max_steps * accum)
@@ -219,13 +190,8 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
                 scaler.scale(loss / accum).backward()
             loss_sum += float(loss.detach()) / accum
             acc_sum += float(syncnet_accuracy(v.detach(), a.detach(), y)) / accum
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.optimizer.max_grad_norm))
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        lr = lr_scheduler.get_last_lr()[0]
-        lr_scheduler.step()
+        grad_norm, lr = engine.optimizer_step(model.parameters(), optimizer, lr_scheduler, scaler,
+                                              cfg.optimizer.max_grad_norm)
         step += 1
 
         loss_mean = engine.all_reduce_mean(loss_sum, env)
@@ -233,7 +199,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
         losses.append(loss_mean)
         history["train_step_list"].append(step)
         history["train_loss_list"].append(loss_mean)
-        if step % int(cfg.run.log_every) == 0 or step == max_steps:
+        if engine.is_due(step, int(cfg.run.log_every), max_steps):
             logger.log("train", step=step, loss=loss_mean, acc=acc_mean, lr=lr,
                        grad_norm=float(grad_norm), num_skipped=skipped,
                        sec_per_step=round((time.time() - t0) / (step - start_step), 4))
@@ -241,7 +207,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
             raise FloatingPointError(f"SyncNet training: loss is {loss_mean} at step {step}")
 
         vs = int(cfg.run.validation_steps)
-        if vs > 0 and (step % vs == 0 or step == max_steps):  # 0 = never
+        if engine.is_due(step, vs, max_steps):  # 0 = never
             val = evaluate(model, val_dataset, cfg, env, int(cfg.data.num_val_samples),
                            int(cfg.data.val_batch_size), seed + 1)
             history["val_step_list"].append(step)
@@ -258,7 +224,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
             history["val_step_list"].append(step)
             history["val_loss_list"].append(val["loss"])
             logger.log("val", step=step, **val)
-        if step % int(cfg.ckpt.save_ckpt_steps) == 0 or step == max_steps:
+        if engine.is_due(step, int(cfg.ckpt.save_ckpt_steps), max_steps):
             last_ckpt = engine.save_training_checkpoint(
                 out_dir, step, model, optimizer, lr_scheduler, scaler, env, cfg,
                 official_extra={k: list(v) for k, v in history.items()})
@@ -271,10 +237,8 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    cfg = engine.parse_cli(argv, "python -m training.train_syncnet",
-                           str(Path(__file__).parent / "configs" / "tiny_syncnet.yaml"), DEFAULTS)
-    main(cfg)
-    return 0
+    return engine.run_cli(argv, "python -m training.train_syncnet",
+                          str(Path(__file__).parent / "configs" / "tiny_syncnet.yaml"), DEFAULTS, main)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from latentsync.errors import InvalidInputError
 from training import engine
@@ -208,7 +207,7 @@ def build_components(cfg: DictConfig, env: engine.DistEnv, logger: engine.JsonlL
     pixel = bool(cfg.run.pixel_space_supervise)
     syncnet, syncnet_res, lpips, trepa = None, 256, None, None
     if pixel and cfg.run.use_syncnet and float(cfg.run.sync_loss_weight) > 0:
-        sync_cfg = OmegaConf.load(cfg.data.syncnet_config_path)
+        sync_cfg = engine.load_yaml(cfg.data.syncnet_config_path)
         syncnet_res = int(sync_cfg.data.resolution) if "data" in sync_cfg else 256
         sync_model_cfg = OmegaConf.to_container(sync_cfg.model, resolve=True)
         if cfg.ckpt.syncnet_ckpt_path == TINY:
@@ -348,28 +347,13 @@ def _audio_batch(cache: AudioFeatureCache, batch: dict, num_frames: int, fps: fl
 
 
 def _as_config(cfg: DictConfig | dict | str | os.PathLike, overrides: Sequence[str] = ()) -> DictConfig:
-    if isinstance(cfg, (str, os.PathLike)):
-        return engine.load_config(cfg, overrides, DEFAULTS)
-    merged = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.create(
-        OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg))
-    if overrides:
-        OmegaConf.set_struct(merged, True)
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        OmegaConf.set_struct(merged, False)
-    return merged
+    return engine.as_config(cfg, overrides, DEFAULTS)
 
 
 def main(cfg: DictConfig | dict | str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run U-Net training; returns ``{"global_step", "losses" (total per step of this run),
     "components" (per-step dicts), "checkpoint", "output_dir", "num_skipped"}``."""
-    cfg = _as_config(cfg, overrides)
-    if int(cfg.run.num_threads) > 0:
-        torch.set_num_threads(int(cfg.run.num_threads))
-    env = engine.setup_distributed(cfg.run.device)
-    try:
-        return _train(cfg, env)
-    finally:
-        engine.cleanup_distributed(env)
+    return engine.run_distributed(_as_config(cfg, overrides), _train)
 
 
 def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
@@ -377,13 +361,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
 
     from latentsync.config import scheduler_config
 
-    out_dir = Path(cfg.data.train_output_dir)
-    seed = int(cfg.run.seed)
-    engine.seed_everything(seed + env.rank)
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, out_dir / "config.yaml")
-    logger = engine.JsonlLogger(out_dir / "log.jsonl", enabled=env.is_main)
+    out_dir, seed, logger = engine.start_run(cfg, env)
 
     comp = build_components(cfg, env, logger)
     unet = comp["unet"]
@@ -392,24 +370,16 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
     if cfg.run.enable_gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    ddp_unet = DDP(unet, device_ids=[env.local_rank] if env.device.type == "cuda" else None) \
-        if env.distributed else unet
+    ddp_unet = engine.wrap_ddp(unet, env)
     params = [p for p in unet.parameters() if p.requires_grad]
     lr = float(cfg.optimizer.lr)
     if cfg.optimizer.scale_lr:
         lr *= int(cfg.data.batch_size) * env.world_size
     max_steps = int(cfg.run.max_train_steps)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg.optimizer.weight_decay))
-    lr_scheduler = engine.build_lr_scheduler(optimizer, cfg.optimizer.lr_scheduler,
-                                             int(cfg.optimizer.lr_warmup_steps), max_steps)
-    scaler = engine.make_grad_scaler(env.device, cfg.run.mixed_precision_training)
+    optimizer, lr_scheduler, scaler = engine.build_optimization(cfg, params, lr, max_steps, env.device)
     noise_scheduler = DDIMScheduler.from_config(scheduler_config())
 
-    start_step = 0
-    resume = engine.find_resume_file(cfg.run.resume_from, out_dir)
-    if resume is not None:
-        start_step = engine.load_training_state(resume, unet, optimizer, lr_scheduler, scaler, env)
-        logger.log("resume", step=start_step, file=str(resume))
+    start_step, _ = engine.resume_if_requested(cfg, out_dir, unet, optimizer, lr_scheduler, scaler, env, logger)
 
     res = int(cfg.data.resolution)
     mask = load_mask_image(cfg.data.mask_image_path, res)
@@ -418,9 +388,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
         list_videos(fl, d), s, mask, res, int(cfg.data.num_frames), need_mel,
         cfg.data.audio_mel_cache_dir or None, float(cfg.data.video_fps), int(cfg.data.audio_sample_rate))
     dataset = mk(cfg.data.train_fileslist, cfg.data.train_data_dir, seed)
-    has_val = bool(cfg.data.val_fileslist or cfg.data.val_data_dir)
-    val_dataset = mk(cfg.data.val_fileslist, cfg.data.val_data_dir, seed + 1) if has_val else \
-        mk(cfg.data.train_fileslist, cfg.data.train_data_dir, seed + 1)
+    val_dataset = mk(*engine.val_source(cfg), seed + 1)
     if int(cfg.run.max_train_epochs) > 0:  # official knob: cap the steps by epochs
         per_step = int(cfg.data.batch_size) * env.world_size
         max_steps = min(max_steps, -(-int(cfg.run.max_train_epochs) * len(dataset) // per_step))
@@ -444,13 +412,8 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
         audio = _audio_batch(audio_cache, batch, nf, fps, env.device)
         parts = compute_losses(comp, ddp_unet, batch, audio, cfg, noise_scheduler, gen, env.device)
         scaler.scale(parts["total"]).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, float(cfg.optimizer.max_grad_norm))
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        cur_lr = lr_scheduler.get_last_lr()[0]
-        lr_scheduler.step()
+        grad_norm, cur_lr = engine.optimizer_step(params, optimizer, lr_scheduler, scaler,
+                                                  cfg.optimizer.max_grad_norm)
         step += 1
 
         vals = {k: engine.all_reduce_mean(float(v.detach()), env) for k, v in parts.items()}
@@ -458,15 +421,14 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
         comps.append(vals)
         if not all(torch.isfinite(torch.tensor(v)) for v in vals.values()):
             raise FloatingPointError(f"U-Net training: non-finite loss at step {step}: {vals}")
-        if step % int(cfg.run.log_every) == 0 or step == max_steps:
+        if engine.is_due(step, int(cfg.run.log_every), max_steps):
             logger.log("train", step=step, loss=vals["total"], **{k: v for k, v in vals.items() if k != "total"},
                        lr=cur_lr, grad_norm=float(grad_norm), num_skipped=skipped,
                        sec_per_step=round((time.time() - t0) / (step - start_step), 3))
-        vs = int(cfg.run.validation_steps)
-        if vs > 0 and (step % vs == 0 or step == max_steps):
+        if engine.is_due(step, int(cfg.run.validation_steps), max_steps):
             val = validate(comp, unet, val_dataset, audio_cache, cfg, noise_scheduler, env)
             logger.log("val", step=step, **val)
-        if step % int(cfg.ckpt.save_ckpt_steps) == 0 or step == max_steps:
+        if engine.is_due(step, int(cfg.ckpt.save_ckpt_steps), max_steps):
             last_ckpt = engine.save_training_checkpoint(out_dir, step, unet, optimizer, lr_scheduler, scaler,
                                                         env, cfg)
             logger.log("checkpoint", step=step, path=str(last_ckpt) if last_ckpt else None)
@@ -504,10 +466,8 @@ def validate(comp: dict[str, Any], unet: nn.Module, dataset: UNetDataset, audio_
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    cfg = engine.parse_cli(argv, "python -m training.train_unet",
-                           str(Path(__file__).parent / "configs" / "tiny_unet.yaml"), DEFAULTS)
-    main(cfg)
-    return 0
+    return engine.run_cli(argv, "python -m training.train_unet",
+                          str(Path(__file__).parent / "configs" / "tiny_unet.yaml"), DEFAULTS, main)
 
 
 if __name__ == "__main__":

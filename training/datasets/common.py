@@ -201,9 +201,22 @@ class SkippingDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.max_skips = int(max_skips)
         self.skipped: dict[str, str] = {}  # path -> reason (per worker process)
+        self._num_frames_memo: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.videos)
+
+    def _video_frames(self, path: Path) -> int:
+        """Frame count of ``path`` (probed once, then memoised); :class:`SkipSample` if unreadable."""
+        key = str(path)
+        if key not in self._num_frames_memo:
+            from latentsync.video.io import probe_video
+
+            try:
+                self._num_frames_memo[key] = probe_video(path).num_frames
+            except Exception as exc:
+                raise SkipSample(f"{path}: cannot open video: {exc}") from exc
+        return self._num_frames_memo[key]
 
     def make_sample(self, path: Path, rng: np.random.Generator) -> dict:  # pragma: no cover
         raise NotImplementedError

@@ -21,15 +21,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from training.datasets.common import (
-    SkippingDataset,
-    SkipSample,
-    frames_to_tensor,
-    mel_for_video,
-    mel_window,
-    read_frame_window,
-    usable_frames,
-)
+from training.datasets.common import SkippingDataset, SkipSample, frames_to_tensor, mel_for_video
+from training.datasets.common import mel_window, read_frame_window, usable_frames
 
 
 class SyncNetDataset(SkippingDataset):
@@ -58,18 +51,6 @@ class SyncNetDataset(SkippingDataset):
         self.resolution, self.num_frames = int(resolution), int(num_frames)
         self.cache_dir = audio_mel_cache_dir or None
         self.fps, self.sample_rate = float(fps), int(sample_rate)
-        self._num_frames_memo: dict[str, int] = {}
-
-    def _video_frames(self, path: Path) -> int:
-        key = str(path)
-        if key not in self._num_frames_memo:
-            from latentsync.video.io import probe_video
-
-            try:
-                self._num_frames_memo[key] = probe_video(path).num_frames
-            except Exception as exc:
-                raise SkipSample(f"{path}: cannot open video: {exc}") from exc
-        return self._num_frames_memo[key]
 
     def _frame_window(self, path: Path, start: int, count: int) -> torch.Tensor:
         """float32 ``[count, 3, R, R]`` in [-1, 1] (from the in-memory cache when enabled)."""

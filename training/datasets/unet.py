@@ -24,14 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.datasets.common import (
-    SkippingDataset,
-    SkipSample,
-    frames_to_tensor,
-    mel_for_video,
-    mel_window,
-    read_frame_window,
-)
+from training.datasets.common import SkippingDataset, SkipSample, frames_to_tensor, mel_for_video
+from training.datasets.common import mel_window, read_frame_window
 from training.engine import file_content_hash
 
 
@@ -89,17 +83,6 @@ class UNetDataset(SkippingDataset):
         self.need_mel = bool(need_mel)
         self.cache_dir = audio_mel_cache_dir or None
         self.fps, self.sample_rate = float(fps), int(sample_rate)
-        self._n: dict[str, int] = {}
-
-    def _video_frames(self, path: Path) -> int:
-        if str(path) not in self._n:
-            from latentsync.video.io import probe_video
-
-            try:
-                self._n[str(path)] = probe_video(path).num_frames
-            except Exception as exc:
-                raise SkipSample(f"{path}: cannot open video: {exc}") from exc
-        return self._n[str(path)]
 
     def make_sample(self, path: Path, rng: np.random.Generator) -> dict:
         F_ = self.num_frames

@@ -16,7 +16,6 @@ official pipeline deletes broken videos in place, spec 7.15).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,19 +179,22 @@ def audio_slice(audio: np.ndarray, start_frame: int, num_frames: int, fps: float
     return out
 
 
+def require_model_file(value: str | None, step: str, option: str, absent: str, what: str) -> None:
+    """Raise :class:`StepSkipped` when a step's model file ``value`` (CLI ``option``) is not given
+    (message names ``absent``) or is not a file (message names ``what``)."""
+    if not value:
+        raise StepSkipped(f"{step} step skipped: no {option} given ({absent})")
+    if not Path(value).is_file():
+        raise StepSkipped(f"{step} step skipped: {what} {value!r} not found")
+
+
 def copy_file(src: Path, dst: Path) -> Path:
     """Byte copy ``src`` -> ``dst`` via a temporary name + rename (no re-encode)."""
     import shutil
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return dst
+    from training.engine import atomic_write
+
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp), tmp_prefix=".")
 
 
 def probe_clip(src: Path, sample_rate: int = 16000):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.preprocess.common import Filtered, Options, StepSkipped, copy_file, read_clip
+from training.preprocess.common import Filtered, Options, copy_file, read_clip, require_model_file
 
 FOLDER = "high_visual_quality"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,10 +23,8 @@ _MODEL: dict = {}
 
 
 def check(opts: Options) -> None:
-    if not opts.quality_model:
-        raise StepSkipped("quality step skipped: no --quality-model given (hyperIQA-like scorer absent)")
-    if not Path(opts.quality_model).is_file():
-        raise StepSkipped(f"quality step skipped: quality model {opts.quality_model!r} not found")
+    require_model_file(opts.quality_model, "quality", "--quality-model", "hyperIQA-like scorer absent",
+                       "quality model")
 
 
 def score_frames(model, frames: np.ndarray) -> float:

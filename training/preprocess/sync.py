@@ -18,18 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from training.preprocess.common import (Filtered, Options, StepFailed, StepSkipped, copy_file, read_clip,
-                                        write_clip)
+from training.preprocess.common import (Filtered, Options, StepFailed, copy_file, read_clip,
+                                        require_model_file, write_clip)
 
 FOLDER = "av_synced"
 _MODEL: dict = {}
 
 
 def check(opts: Options) -> None:
-    if not opts.syncnet_checkpoint:
-        raise StepSkipped("sync step skipped: no --syncnet-checkpoint given (StableSyncNet weights absent)")
-    if not Path(opts.syncnet_checkpoint).is_file():
-        raise StepSkipped(f"sync step skipped: SyncNet checkpoint {opts.syncnet_checkpoint!r} not found")
+    require_model_file(opts.syncnet_checkpoint, "sync", "--syncnet-checkpoint", "StableSyncNet weights absent",
+                       "SyncNet checkpoint")
 
 
 def _model(opts: Options):
