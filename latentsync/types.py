@@ -76,3 +76,63 @@ class FaceCrops:
 
     def __len__(self) -> int:
         return int(self.faces.shape[0])
+
+    @classmethod
+    def concat(cls, parts: "list[FaceCrops]") -> "FaceCrops":
+        """Join the crops of consecutive frame runs into one sequence.
+
+        Args:
+            parts: non-empty list of ``FaceCrops`` of consecutive frames (same resolution, mask and
+                frame size; ``no_face_indices`` absolute, as :class:`FaceCrops` defines them).
+
+        Returns:
+            ``parts[0]`` itself when there is one part, else a new ``FaceCrops`` with faces
+            ``[sum F_i, R, R, 3]``, matrices ``[sum F_i, 2, 3]``, the sorted union of
+            ``no_face_indices`` and the first part's ``start_index``/mask/crop and frame sizes.
+
+        Raises:
+            ValueError: ``parts`` is empty.
+        """
+        if not parts:
+            raise ValueError("FaceCrops.concat: expected at least one FaceCrops, got an empty list")
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        return cls(
+            faces=torch.cat([torch.as_tensor(p.faces) for p in parts]),
+            affine_matrices=torch.cat([torch.as_tensor(p.affine_matrices) for p in parts]),
+            crop_size=first.crop_size,
+            mask=first.mask,
+            frame_size=first.frame_size,
+            resolution=first.resolution,
+            no_face_indices=sorted(i for p in parts for i in p.no_face_indices),
+            start_index=first.start_index,
+        )
+
+    def select(self, indices) -> "FaceCrops":
+        """The rows ``indices`` (e.g. a ping-pong loop, spec 1.6) as a new sequence starting at 0.
+
+        Row ``r`` of ``self`` is frame ``start_index + r``; in the result, ``no_face_indices`` are the
+        positions ``j`` whose source row ``indices[j]`` has no face.
+
+        Args:
+            indices: int ``[K]`` (numpy, list or tensor) of rows of ``self``, each in ``0..len-1``.
+
+        Returns:
+            ``FaceCrops`` with ``K`` rows, ``start_index`` 0 (faces and matrices indexed copies).
+
+        Raises:
+            IndexError: an index outside ``0..len(self)-1``.
+        """
+        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+        missing = set(int(i) - int(self.start_index) for i in self.no_face_indices)
+        return FaceCrops(
+            faces=torch.as_tensor(self.faces)[idx],
+            affine_matrices=torch.as_tensor(self.affine_matrices)[idx],
+            crop_size=self.crop_size,
+            mask=self.mask,
+            frame_size=self.frame_size,
+            resolution=self.resolution,
+            no_face_indices=[j for j, i in enumerate(idx.tolist()) if i in missing],
+            start_index=0,
+        )

@@ -276,13 +276,15 @@ WHISPER_SAMPLE_RATE = 16000
 def audio_to_mono_16k(audio: Any) -> np.ndarray:
     """ComfyUI AUDIO -> mono float32 waveform ``[T]`` at 16 kHz (spec 1.4 step 1).
 
-    The first item of the batch is used. Several channels are downmixed and other rates resampled by
-    libswresample (PyAV), the same resampler the CLI's ``read_audio`` uses, with the same 16-bit
-    quantisation (``/ 32768``). Mono 16 kHz input is passed through unchanged.
+    The first item of the batch is used; downmix and resampling are the backend's
+    ``latentsync.video.io.resample_audio`` (the same libswresample path as the CLI's ``read_audio``).
+    Mono 16 kHz input is passed through unchanged.
 
     Raises:
         ValueError: no audio, a waveform that is not ``[B, C, T]``/``[C, T]``, or 0 samples.
     """
+    from latentsync.video.io import resample_audio
+
     if audio is None:
         raise ValueError("input 'audio' is None (the source may have no audio track)")
     try:
@@ -296,31 +298,7 @@ def audio_to_mono_16k(audio: Any) -> np.ndarray:
         w = w[None]
     if w.ndim != 2 or w.shape[-1] == 0:
         raise ValueError(f"input 'audio': expected a waveform [B, C, T] with T > 0, got {tuple(torch.as_tensor(waveform).shape)}")
-    w = w.detach().to("cpu", torch.float32).numpy()
-    if w.shape[0] == 1 and rate == WHISPER_SAMPLE_RATE:
-        return np.ascontiguousarray(w[0], dtype=np.float32)
-    return _swr_to_mono_16k(w, rate)
-
-
-def _swr_to_mono_16k(w: np.ndarray, rate: int) -> np.ndarray:
-    import av
-
-    channels = w.shape[0]
-    layout = {1: "mono", 2: "stereo"}.get(channels)
-    if layout is None:  # no standard layout name: downmix by the mean first
-        w, layout = w.mean(axis=0, keepdims=True), "mono"
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=WHISPER_SAMPLE_RATE)
-    parts = []
-    block = 1 << 16
-    for s in range(0, w.shape[1], block):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(w[:, s:s + block], dtype=np.float32),
-                                           format="fltp", layout=layout)
-        frame.sample_rate = rate
-        frame.pts = None
-        parts.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(frame))
-    parts.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(None))
-    pcm = np.concatenate(parts) if parts else np.zeros(0, np.int16)
-    return (pcm.astype(np.float32) / np.float32(32768.0)).astype(np.float32, copy=False)
+    return resample_audio(w.detach().to("cpu", torch.float32).numpy(), rate, WHISPER_SAMPLE_RATE)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -462,46 +440,6 @@ def call_with_progress(fn: Any, *args: Any, total: int = 1, **kwargs: Any) -> An
 # faces: chunked align / paste-back over an IMAGE batch
 # ------------------------------------------------------------------------------------------------
 
-def concat_crops(parts: list) -> Any:
-    """Join the ``FaceCrops`` of consecutive chunks (absolute ``no_face_indices`` already)."""
-    from latentsync.types import FaceCrops
-
-    first = parts[0]
-    return FaceCrops(
-        faces=torch.cat([p.faces for p in parts]),
-        affine_matrices=torch.cat([torch.as_tensor(p.affine_matrices) for p in parts]),
-        crop_size=first.crop_size,
-        mask=first.mask,
-        frame_size=first.frame_size,
-        resolution=first.resolution,
-        no_face_indices=sorted(i for p in parts for i in p.no_face_indices),
-        start_index=getattr(first, "start_index", 0),
-    )
-
-
-def select_crops(crops: Any, indices: np.ndarray) -> Any:
-    """``FaceCrops`` of the rows ``indices`` (e.g. a ping-pong loop) as a new sequence starting at 0.
-
-    ``no_face_indices`` of ``crops`` are absolute (row ``r`` is frame ``start_index + r``); in the
-    result they are the positions ``j`` whose source row has no face.
-    """
-    from latentsync.types import FaceCrops
-
-    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-    start = int(getattr(crops, "start_index", 0))
-    missing = set(int(i) - start for i in crops.no_face_indices)
-    return FaceCrops(
-        faces=crops.faces[idx],
-        affine_matrices=torch.as_tensor(crops.affine_matrices)[idx],
-        crop_size=crops.crop_size,
-        mask=crops.mask,
-        frame_size=crops.frame_size,
-        resolution=crops.resolution,
-        no_face_indices=[j for j, i in enumerate(idx.tolist()) if i in missing],
-        start_index=0,
-    )
-
-
 def align_faces(images: torch.Tensor, resolution: int) -> Any:
     """Align every frame of an IMAGE batch, FRAME_CHUNK frames at a time (spec 1.7).
 
@@ -515,6 +453,7 @@ def align_faces(images: torch.Tensor, resolution: int) -> Any:
         NoFaceError: no frame has a face.
     """
     from latentsync.face.aligner import FaceAligner, require_face
+    from latentsync.types import FaceCrops
 
     n = images.shape[0]
     progress = ComfyProgress(n)
@@ -524,27 +463,9 @@ def align_faces(images: torch.Tensor, resolution: int) -> Any:
         progress.check()
         parts.append(aligner.align(frames, start_index=start))
         progress(start + frames.shape[0])
-    crops = concat_crops(parts)
+    crops = FaceCrops.concat(parts)
     require_face(crops, "input 'images'")
     return crops
-
-
-def composite_faces(generated: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Keep the reference outside the generated region (spec 1.10, last step), in aligned-face space.
-
-    ``out = generated * (1 - m) + reference * m`` with m the ``[R, R]`` mask (1 keep, 0 generate).
-
-    Args:
-        generated: IMAGE float ``[n, R, R, 3]`` 0..1 (decoded faces).
-        reference: uint8 ``[n, R, R, 3]`` aligned source faces.
-        mask: float ``[R, R]``.
-
-    Returns:
-        float32 ``[n, R, R, 3]`` 0..1.
-    """
-    m = torch.as_tensor(mask, dtype=torch.float32)[..., None]
-    ref = reference.to(torch.float32) / 255.0
-    return generated.to(torch.float32) * (1.0 - m) + ref * m
 
 
 def paste_faces(images: torch.Tensor, faces: torch.Tensor, crops: Any) -> torch.Tensor:
@@ -558,6 +479,7 @@ def paste_faces(images: torch.Tensor, faces: torch.Tensor, crops: Any) -> torch.
         ValueError: ``crops`` belongs to frames of another size or count, or faces are not R x R.
     """
     from latentsync.face.paste import paste_back
+    from latentsync.pipeline.faces import composite_faces
     from latentsync.video.timeline import loop_indices
 
     n, h, w = images.shape[0], images.shape[1], images.shape[2]
@@ -577,7 +499,7 @@ def paste_faces(images: torch.Tensor, faces: torch.Tensor, crops: Any) -> torch.
         progress.check()
         sel = idx[s:s + FRAME_CHUNK]
         frames = image_to_uint8(images[torch.as_tensor(sel)])
-        part = select_crops(crops, sel)
+        part = crops.select(sel)
         blended = composite_faces(faces[s:s + FRAME_CHUNK], part.faces, part.mask)
         pasted = paste_back(frames, blended, part)
         out[s:s + len(sel)] = uint8_to_image(pasted)
@@ -624,10 +546,7 @@ def sample_latents(model: LatentSyncModel, vae: Any, crops: Any, audio_embeds: A
     Raises:
         ValueError: face crops of another resolution than the model's.
     """
-    try:
-        from latentsync.pipeline.lipsync import sample_face_latents
-    except ImportError:  # backend entry point not there yet: the same steps from its primitives
-        sample_face_latents = _sample_face_latents
+    from latentsync.pipeline.faces import sample_face_latents
     from latentsync.video.timeline import loop_indices
 
     if int(crops.resolution) != int(model.resolution):
@@ -637,7 +556,7 @@ def sample_latents(model: LatentSyncModel, vae: Any, crops: Any, audio_embeds: A
             f"of 'LatentSync Face Crop & Align' to {model.resolution}"
         )
     n_out = len(audio_embeds)
-    looped = select_crops(crops, loop_indices(len(crops), n_out))
+    looped = crops.select(loop_indices(len(crops), n_out))
     unet = load_model(model.patcher)
     device = model.patcher.load_device
     chunks = -(-n_out // 16)
@@ -648,43 +567,9 @@ def sample_latents(model: LatentSyncModel, vae: Any, crops: Any, audio_embeds: A
         progress(getattr(info, "chunk_index", 0) * int(steps) + getattr(info, "step_index", 0) + 1)
 
     latents = sample_face_latents(
-        unet, ComfyVAE(vae), looped, audio_embeds, num_inference_steps=int(steps),
+        unet, ComfyVAE(vae), looped.faces, looped.mask, audio_embeds.embeds, num_inference_steps=int(steps),
         guidance_scale=float(guidance_scale), seed=int(seed), deepcache=bool(deepcache),
         device=device, dtype=next(unet.parameters()).dtype, callback=on_step,
     )
     progress.check()
     return latents.detach().to("cpu", torch.float32) / vae_scaling_factor()
-
-
-@torch.no_grad()
-def _sample_face_latents(unet, vae, crops, audio_embeds, *, num_inference_steps, guidance_scale, seed,
-                         deepcache, device, dtype, callback=None, chunk_size: int = 16) -> torch.Tensor:
-    """Stand-in for ``latentsync.pipeline.lipsync.sample_face_latents`` built from the backend's
-    primitives (spec 1.10): one noise draw for all frames, then per 16-frame chunk the VAE latents of
-    the masked and the reference faces, the 13-channel conditioning and DDIM with CFG."""
-    from latentsync.pipeline.latents import (
-        ChunkConditioning, expand_noise, face_pixels, frames_to_video_latents, initial_noise,
-        mask_latents, mask_to_tensor, masked_and_reference, video_to_frames_latents)
-    from latentsync.pipeline.sampler import make_scheduler, sample_chunk
-    from latentsync.vae import encode_frames
-
-    generator = torch.Generator("cpu").manual_seed(int(seed))
-    size = int(crops.resolution) // 8
-    noise = initial_noise(size, generator, dtype=dtype, device=device)
-    mask = mask_to_tensor(crops.mask).to(device=device, dtype=dtype)
-    embeds = audio_embeds.embeds
-    scheduler = make_scheduler()
-    out = []
-    for c, s in enumerate(range(0, len(crops), chunk_size)):
-        ref = face_pixels(crops.faces[s:s + chunk_size], device=device, dtype=dtype)
-        masked = masked_and_reference(ref, mask)
-        masked_lat = encode_frames(vae, masked, generator).to(device, dtype)
-        ref_lat = encode_frames(vae, ref, generator).to(device, dtype)
-        f = ref.shape[0]
-        cond = ChunkConditioning(mask_latents(mask, f, size), frames_to_video_latents(masked_lat),
-                                 frames_to_video_latents(ref_lat), embeds[s:s + f].to(device, dtype))
-        lat = sample_chunk(unet, expand_noise(noise, f), cond, num_inference_steps=num_inference_steps,
-                           guidance_scale=guidance_scale, scheduler=scheduler, deepcache=deepcache,
-                           callback=callback, chunk_index=c)
-        out.append(video_to_frames_latents(lat).float().cpu())
-    return torch.cat(out)

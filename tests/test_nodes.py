@@ -547,15 +547,17 @@ def test_composite_keeps_the_reference_outside_the_generated_region():
     ref = torch.zeros(2, 4, 4, 3, dtype=torch.uint8)
     mask = torch.zeros(4, 4)
     mask[:2] = 1.0  # top half kept
-    out = bridge.composite_faces(gen, ref, mask)
+    from latentsync.pipeline.faces import composite_faces
+
+    out = composite_faces(gen, ref, mask)
     assert torch.equal(out[:, :2], torch.zeros(2, 2, 4, 3)) and torch.equal(out[:, 2:], torch.ones(2, 2, 4, 3))
 
 
 def test_select_crops_renumbers_faceless_frames_for_a_loop():
     c = _crops(4, no_face=[1])
     c.affine_matrices[:, 0, 2] = torch.arange(4, dtype=torch.float32)
-    sel = bridge.select_crops(c, np.array([0, 1, 2, 3, 3, 2, 1]))
+    sel = c.select(np.array([0, 1, 2, 3, 3, 2, 1]))
     assert sel.no_face_indices == [1, 6] and len(sel) == 7
     assert sel.affine_matrices[:, 0, 2].tolist() == [0, 1, 2, 3, 3, 2, 1]
-    joined = bridge.concat_crops([_crops(2, [1]), _crops(3, [2, 4])])
+    joined = FaceCrops.concat([_crops(2, [1]), _crops(3, [2, 4])])
     assert len(joined) == 5 and joined.no_face_indices == [1, 2, 4]

@@ -46,16 +46,8 @@ import numpy as np
 import torch
 
 from latentsync.errors import AudioTooShortError, InvalidInputError, NoFaceError
-from latentsync.pipeline.latents import (
-    ChunkConditioning,
-    expand_noise,
-    face_pixels,
-    frames_to_video_latents,
-    initial_noise,
-    mask_latents,
-    masked_and_reference,
-    video_to_frames_latents,
-)
+from latentsync.pipeline.faces import CHUNK_FRAMES  # official data.num_frames (16); the temporal layers accept 1..24
+from latentsync.pipeline.latents import initial_noise
 from latentsync.types import FaceCrops
 
 if TYPE_CHECKING:
@@ -67,7 +59,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SUPPORTED_RESOLUTIONS = (256, 512)
-CHUNK_FRAMES = 16  # official data.num_frames; the temporal layers accept 1..24 frames
 SAMPLE_RATE = 16000
 
 
@@ -341,23 +332,6 @@ def _source_segments(
             spill.close()
 
 
-def _concat_crops(parts: list[FaceCrops]) -> FaceCrops:
-    """Join the crops of consecutive frame runs (``start_index`` of the first)."""
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    return FaceCrops(
-        faces=torch.cat([torch.as_tensor(p.faces) for p in parts]),
-        affine_matrices=torch.cat([torch.as_tensor(p.affine_matrices) for p in parts]),
-        crop_size=first.crop_size,
-        mask=first.mask,
-        frame_size=first.frame_size,
-        resolution=first.resolution,
-        no_face_indices=[i for p in parts for i in p.no_face_indices],
-        start_index=first.start_index,
-    )
-
-
 def _output_chunks(
     segments: Iterator[tuple[np.ndarray, FaceCrops]], chunk: int
 ) -> Iterator[tuple[np.ndarray, FaceCrops]]:
@@ -377,10 +351,10 @@ def _output_chunks(
         if have >= chunk:
             if have > chunk:
                 raise AssertionError("segments must not cross chunk boundaries")
-            yield (np.concatenate(frames_parts) if len(frames_parts) > 1 else frames_parts[0]), _concat_crops(crops_parts)
+            yield (np.concatenate(frames_parts) if len(frames_parts) > 1 else frames_parts[0]), FaceCrops.concat(crops_parts)
             frames_parts, crops_parts, have = [], [], 0
     if have:
-        yield (np.concatenate(frames_parts) if len(frames_parts) > 1 else frames_parts[0]), _concat_crops(crops_parts)
+        yield (np.concatenate(frames_parts) if len(frames_parts) > 1 else frames_parts[0]), FaceCrops.concat(crops_parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,32 +466,18 @@ class LipSyncPipeline:
         chunk_index: int,
     ) -> torch.Tensor:
         """Generated faces of one chunk: float ``[n, R, R, 3]`` ~0..1 (not clamped), CPU."""
-        from latentsync.pipeline.sampler import sample_chunk
-        from latentsync.vae import decode_latents, encode_frames
+        from latentsync.pipeline.faces import composite_faces, sample_face_latents
+        from latentsync.vae import decode_latents
 
-        n = len(crops)
-        mask = crops.mask.to(device=self.device, dtype=self.dtype)
-        ref = face_pixels(crops.faces, device=self.device, dtype=self.dtype)  # [n, 3, R, R] in [-1, 1]
-        masked = masked_and_reference(ref, mask)
-        # Order of random draws as in the official pipeline: masked faces first, then references.
-        masked_latents = encode_frames(self.vae, masked, generator, self.vae_batch_size)
-        ref_latents = encode_frames(self.vae, ref, generator, self.vae_batch_size)
-        h = masked_latents.shape[-1]
-        cond = ChunkConditioning(
-            mask_latents=mask_latents(mask, n, h),
-            masked_latents=frames_to_video_latents(masked_latents),
-            ref_latents=frames_to_video_latents(ref_latents),
-            audio_embeds=audio_embeds.to(device=self.device, dtype=self.dtype),
+        latents = sample_face_latents(
+            unet, self.vae, crops.faces, crops.mask, audio_embeds, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, generator=generator, noise=noise, eta=eta, device=self.device,
+            dtype=self.dtype, scheduler=self.scheduler, vae_batch_size=self.vae_batch_size,
+            chunk_size=max(len(crops), 1), chunk_index=chunk_index, callback=step_callback,
         )
-        latents = sample_chunk(
-            unet, expand_noise(noise, n), cond, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, eta=eta, scheduler=self.scheduler, generator=generator,
-            callback=step_callback, chunk_index=chunk_index,
-        )
-        decoded = decode_latents(self.vae, video_to_frames_latents(latents), self.vae_batch_size)
+        decoded = decode_latents(self.vae, latents.to(device=self.device, dtype=self.dtype), self.vae_batch_size)
         # spec 1.10: keep the original aligned pixels where the mask says "keep".
-        composite = decoded * (1 - mask) + ref * mask
-        return (composite.float() / 2 + 0.5).permute(0, 2, 3, 1).cpu()
+        return composite_faces((decoded.float() / 2 + 0.5).permute(0, 2, 3, 1).cpu(), crops.faces, crops.mask)
 
     # -- the job ----------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import os
 import uuid
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import av
 import numpy as np
@@ -385,15 +385,8 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
         exact_duration = "mp4" in container.format.name or "mov" in container.format.name
         if exact_duration and stream.duration and stream.time_base:
             declared = int(round(float(stream.duration * stream.time_base) * int(sample_rate)))
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=int(sample_rate))
-        parts: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                frame.pts = None  # let the resampler ignore gaps/odd timestamps
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
+            parts = _resample_to_mono_s16(container.decode(stream), sample_rate)
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise InvalidInputError(
                 f"audio file {str(p)!r} cannot be decoded (corrupt or truncated): {_describe(exc)}"
@@ -410,7 +403,82 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
         excess = len(pcm) - declared
         if 0 < excess <= 2 * 2048 * sample_rate // max(source_rate, 1) + 1:
             pcm = pcm[:declared]
+    return _s16_to_float(pcm)
+
+
+def _resample_to_mono_s16(frames: Iterable[av.AudioFrame], sample_rate: int) -> list[np.ndarray]:
+    """Downmix + resample audio frames with libswresample to mono signed 16-bit at ``sample_rate``.
+
+    The one resampler of the package (used by :func:`read_audio` and :func:`resample_audio`); frame
+    timestamps are dropped so that gaps or odd pts do not make it insert or drop samples.
+
+    Returns:
+        list of int16 ``[n_i]`` blocks (possibly empty), flushed at the end.
+    """
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=int(sample_rate))
+    parts: list[np.ndarray] = []
+    for frame in frames:
+        frame.pts = None  # let the resampler ignore gaps/odd timestamps
+        for out in resampler.resample(frame):
+            parts.append(out.to_ndarray().reshape(-1))
+    for out in resampler.resample(None):
+        parts.append(out.to_ndarray().reshape(-1))
+    return parts
+
+
+def _s16_to_float(pcm: np.ndarray) -> np.ndarray:
+    """int16 PCM -> float32 in ``[-1, 1)`` (``/ 32768``, the official conversion)."""
     return (pcm.astype(np.float32) / np.float32(32768.0)).astype(np.float32, copy=False)
+
+
+def resample_audio(waveform, sample_rate: int, target_rate: int = 16000) -> np.ndarray:
+    """An in-memory waveform as mono float32 at ``target_rate`` (spec 1.4 step 1).
+
+    Same libswresample path as :func:`read_audio` (downmix, resample, 16-bit quantisation,
+    ``/ 32768``), so a file and its decoded samples give the same Whisper input. Mono input already at
+    ``target_rate`` is returned unchanged (as float32, no quantisation). Channel counts other than 1
+    or 2 are averaged to mono first (no standard layout name for libswresample).
+
+    Args:
+        waveform: float ``[C, T]`` or ``[T]`` (numpy or torch), nominally -1..1.
+        sample_rate: rate of ``waveform`` in Hz (> 0).
+        target_rate: output rate in Hz (> 0), 16000 for Whisper.
+
+    Returns:
+        np.ndarray float32 ``[T']`` mono, ``T' ~= T * target_rate / sample_rate``.
+
+    Raises:
+        InvalidInputError: a waveform that is not 1-D/2-D, has 0 samples or 0 channels, or a rate <= 0.
+    """
+    w = waveform.detach().cpu().numpy() if hasattr(waveform, "detach") else np.asarray(waveform)
+    w = w.astype(np.float32, copy=False)
+    if w.ndim == 1:
+        w = w[None]
+    if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
+        raise InvalidInputError(
+            f"resample_audio: expected a waveform [C, T] or [T] with C, T > 0, got shape {tuple(np.shape(waveform))}"
+        )
+    if int(sample_rate) <= 0 or int(target_rate) <= 0:
+        raise InvalidInputError(
+            f"resample_audio: sample rates must be > 0 Hz, got sample_rate={sample_rate}, target_rate={target_rate}"
+        )
+    if w.shape[0] == 1 and int(sample_rate) == int(target_rate):
+        return np.ascontiguousarray(w[0], dtype=np.float32)
+    layout = {1: "mono", 2: "stereo"}.get(w.shape[0])
+    if layout is None:  # no standard layout name: downmix by the mean first
+        w, layout = w.mean(axis=0, keepdims=True), "mono"
+
+    def frames() -> Iterator[av.AudioFrame]:
+        block = 1 << 16
+        for s in range(0, w.shape[1], block):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(w[:, s : s + block], dtype=np.float32), format="fltp", layout=layout
+            )
+            frame.sample_rate = int(sample_rate)
+            yield frame
+
+    parts = _resample_to_mono_s16(frames(), target_rate)
+    return _s16_to_float(np.concatenate(parts) if parts else np.zeros(0, np.int16))
 
 
 # ------------------------------------------------------------------------------------------------
