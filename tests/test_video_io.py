@@ -26,6 +26,15 @@ DEMO1_WAV = EXAMPLES / "demo1_3s.wav"
 DEMO3 = EXAMPLES / "demo3_30fps_2s.mp4"
 
 
+def _encode_all(container, stream, frames, pts_step: int = 1) -> None:
+    """Encode hand-made PyAV frames (pts = index * pts_step) into ``stream`` and flush it."""
+    for i, frame in enumerate(frames):
+        frame.pts = i * pts_step
+        for pkt in stream.encode(frame):
+            container.mux(pkt)
+    for pkt in stream.encode(None):
+        container.mux(pkt)
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -113,14 +122,11 @@ def test_iter_frames_start_seeks_by_timestamp(tmp_path):
         s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
         s.codec_context.gop_size = 5
         s.options = {"crf": "10", "bf": "2"}
+        frames = []
         for i in range(n):
             img = np.full((32, 32, 3), 6 * i, np.uint8)  # frame i has grey level 6 i
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode(None):
-            c.mux(pkt)
+            frames.append(av.VideoFrame.from_ndarray(img, format="rgb24"))
+        _encode_all(c, s, frames)
     for start in (0, 7, 23, 39):
         frames = np.concatenate(list(iter_frames(path, chunk_size=4, start=start)))
         assert len(frames) == n - start
@@ -351,13 +357,7 @@ def test_rotation_metadata_is_applied(tmp_path):
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.set_display_rotation(90)  # counter-clockwise
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode(None):
-            c.mux(pkt)
+        _encode_all(c, s, [av.VideoFrame.from_ndarray(img, format="rgb24") for _ in range(3)])
     info = probe_video(path)
     assert (info.width, info.height) == (h, w)
     frame = next(iter_frames(path))[0]
@@ -375,14 +375,12 @@ def test_read_audio_mp3_stereo_44k(tmp_path):
     with av.open(str(path), "w") as c:
         s = c.add_stream("libmp3lame", rate=sr_in)
         s.layout = "stereo"
+        frames = []
         for i in range(0, len(tone), 1152):
             block = np.ascontiguousarray(np.stack([tone[i : i + 1152]] * 2))
-            f = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            f.sample_rate, f.pts = sr_in, i
-            for pkt in s.encode(f):
-                c.mux(pkt)
-        for pkt in s.encode(None):
-            c.mux(pkt)
+            frames.append(av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo"))
+            frames[-1].sample_rate = sr_in
+        _encode_all(c, s, frames, pts_step=1152)
     wav = read_audio(path)
     assert wav.dtype == np.float32 and wav.ndim == 1
     assert abs(len(wav) - 16000) <= 1200  # codec delay/padding, under 75 ms
