@@ -6,7 +6,7 @@ Imported by the pack's top-level ``__init__.py`` only inside ComfyUI (``comfy_ap
 from comfy_api.latest import ComfyExtension, io
 
 from .audio import LoadWhisperAudio
-from .comfy_bridge import register_model_folder
+from .comfy_models import register_model_folder
 from .face import FaceCropAlign, PasteBackFaces
 from .loaders import UNetLoader, WhisperLoader
 from .sampler import LatentSyncSampler

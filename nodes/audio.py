@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from . import comfy_bridge as bridge
+from .comfy_convert import audio_to_mono_16k
+from .comfy_models import load_model
+from .comfy_progress import ComfyProgress
+from .comfy_video import video_fps
 from .sockets import CATEGORY, AudioEmbeds, WhisperModel
 
 
@@ -31,6 +34,8 @@ class LoadWhisperAudio(io.ComfyNode):
                     "fps", default=25.0, min=1.0, max=120.0, step=0.001,
                     tooltip="Frame rate of the video the faces come from (e.g. the fps output of GetVideoComponents).",
                 ),
+                io.Video.Input("video", optional=True,
+                               tooltip="The VIDEO the faces come from (e.g. core Load Video); when connected its fps is used instead of 'fps'."),
             ],
             outputs=[
                 AudioEmbeds.Output(display_name="audio_embeds", tooltip="Whisper windows [frames, 50, 384], one per output frame."),
@@ -39,11 +44,13 @@ class LoadWhisperAudio(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, audio, whisper, fps: float) -> io.NodeOutput:
+    def execute(cls, audio, whisper, fps: float, video=None) -> io.NodeOutput:
         from latentsync.audio.windows import compute_audio_embeds
 
-        waveform = bridge.audio_to_mono_16k(audio)
-        model = bridge.load_model(whisper.patcher)
-        embeds = bridge.call_with_progress(compute_audio_embeds, model, waveform, float(fps), total=1)
+        progress = ComfyProgress()
+        progress()
+        fps = video_fps(video) if video is not None else float(fps)
+        embeds = compute_audio_embeds(load_model(whisper.patcher), audio_to_mono_16k(audio), fps)
+        progress()
         embeds.embeds = embeds.embeds.to("cpu", torch.float32)
         return io.NodeOutput(embeds, len(embeds))

@@ -1,11 +1,21 @@
-"""FaceCropAlign (IMAGE -> aligned face crops) and PasteBackFaces (faces -> full frames), spec 1.7, 1.12."""
+"""FaceCropAlign (frames -> aligned face crops) and PasteBackFaces (faces -> full frames), spec 1.7, 1.12.
+
+Both take the frames as an IMAGE batch or as a VIDEO (core LoadVideo): a VIDEO is decoded chunk by
+chunk from its file, never held whole; long videos' crops are kept in ComfyUI's temp folder.
+"""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import comfy_bridge as bridge
+from .comfy_convert import collect_image, faces_preview
+from .comfy_progress import ComfyProgress
+from .comfy_vae import generated_faces
+from .comfy_video import frame_source, is_video, scratch_dir, temp_folder, write_video
 from .sockets import CATEGORY, FaceCrops
+
+FRAMES_TOOLTIP = ("Video frames: an IMAGE batch, or a VIDEO (e.g. core Load Video; read in chunks from its "
+                  "file, never decoded whole; a trim is honoured, a crop is refused).")
 
 
 class FaceCropAlign(io.ComfyNode):
@@ -23,7 +33,7 @@ class FaceCropAlign(io.ComfyNode):
                 "unchanged by 'LatentSync Paste Back Faces'; a video with no face at all is an error."
             ),
             inputs=[
-                io.Image.Input("images", tooltip="Video frames (IMAGE batch)."),
+                io.MultiType.Input("images", types=[io.Image, io.Video], tooltip=FRAMES_TOOLTIP),
                 io.Combo.Input(
                     "resolution", options=["512", "256"], default="512",
                     tooltip="Face crop size: 512 for LatentSync 1.6, 256 for 1.5 (must match the U-Net).",
@@ -31,7 +41,7 @@ class FaceCropAlign(io.ComfyNode):
             ],
             outputs=[
                 FaceCrops.Output(display_name="face_crops", tooltip="Aligned faces + affine matrices + mask, for the sampler and paste-back."),
-                io.Image.Output(display_name="faces", tooltip="The aligned face crops [N, R, R, 3] (preview)."),
+                io.Image.Output(display_name="faces", tooltip="The aligned face crops [N, R, R, 3] (preview; the first 64 for a long video)."),
                 io.Mask.Output(display_name="mask", tooltip="Region the model regenerates (1 = generated, 0 = kept), [1, R, R]."),
                 io.String.Output(display_name="no_face_frames", tooltip="Comma-separated indices of frames without a face (empty if none)."),
             ],
@@ -39,12 +49,15 @@ class FaceCropAlign(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, resolution: str) -> io.NodeOutput:
-        images = bridge.check_image(images)
-        crops = bridge.align_faces(images, int(resolution))
-        faces = bridge.uint8_to_image(crops.faces)
-        mask = (1.0 - crops.mask.float())[None]
+        from latentsync.face.aligner import FaceAligner
+        from latentsync.pipeline.stages import align_source
+        from latentsync.video.segments import collect_crops
+
+        with frame_source(images) as source, FaceAligner(int(resolution), fps=float(source.fps or 25)) as aligner:
+            crops = align_source(source, aligner, callback=ComfyProgress(),
+                                 collect=lambda parts: collect_crops(parts, temp_folder()))
         no_face = ",".join(str(i) for i in crops.no_face_indices)
-        return io.NodeOutput(crops, faces, mask, no_face)
+        return io.NodeOutput(crops, faces_preview(crops), (1.0 - crops.mask.float())[None], no_face)
 
 
 class PasteBackFaces(io.ComfyNode):
@@ -60,18 +73,33 @@ class PasteBackFaces(io.ComfyNode):
                 "Pastes the generated faces into the original frames. The result has one frame per "
                 "generated face (the audio's length) at the original size; when the audio is longer "
                 "than the video the frames are taken forward/backward as in the official pipeline. "
-                "Frames without a face are returned unchanged."
+                "Frames without a face are returned unchanged. Given a VIDEO, the result is encoded "
+                "chunk by chunk into a VIDEO (the input's fps, the audio muxed) for Save Video."
             ),
             inputs=[
-                io.Image.Input("images", tooltip="The original video frames (same IMAGE that went into Face Crop & Align)."),
-                io.Image.Input("faces", tooltip="Generated faces [F, R, R, 3] from 'LatentSync VAE Decode Frames'."),
-                FaceCrops.Input("face_crops", tooltip="Output of 'LatentSync Face Crop & Align' for these images."),
+                io.MultiType.Input("images", types=[io.Image, io.Video],
+                                   tooltip="The original frames: the same IMAGE or VIDEO that went into Face Crop & Align."),
+                io.MultiType.Input("faces", types=[io.Image, io.Latent],
+                                   tooltip="Generated faces: an IMAGE [F, R, R, 3] from 'LatentSync VAE Decode Frames', "
+                                           "or the sampler's LATENT (decoded here chunk by chunk with 'vae'; best for long videos)."),
+                FaceCrops.Input("face_crops", tooltip="Output of 'LatentSync Face Crop & Align' for these frames."),
+                io.Audio.Input("audio", optional=True,
+                               tooltip="Speech muxed into the VIDEO output (cut to its length); VIDEO input only."),
+                io.Vae.Input("vae", optional=True, tooltip="The sampler's VAE; needed when 'faces' is a LATENT."),
             ],
-            outputs=[io.Image.Output(display_name="images", tooltip="Lip-synced frames, original size.")],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="Lip-synced frames, original size (IMAGE input only; empty for a VIDEO)."),
+                io.Video.Output(display_name="video", tooltip="Lip-synced video with the audio (VIDEO input only; empty for an IMAGE)."),
+            ],
         )
 
     @classmethod
-    def execute(cls, images, faces, face_crops) -> io.NodeOutput:
-        images = bridge.check_image(images)
-        faces = bridge.check_image(faces, "faces")
-        return io.NodeOutput(bridge.paste_faces(images, faces, face_crops))
+    def execute(cls, images, faces, face_crops, audio=None, vae=None) -> io.NodeOutput:
+        from latentsync.pipeline.stages import paste_source
+
+        with frame_source(images) as source, scratch_dir() as spill:
+            faces_of, n = generated_faces(faces, vae, face_crops)
+            chunks = paste_source(source, face_crops, faces_of, n, spill, callback=ComfyProgress())
+            if is_video(images):
+                return io.NodeOutput(None, write_video(chunks, n, source, audio))
+            return io.NodeOutput(collect_image(chunks, n, source.frame_size), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import comfy_bridge as bridge
+from . import comfy_models as models
 from .sockets import CATEGORY, LatentSyncModel, WhisperModel
 
 VERSIONS = ["auto", "1.6 (512)", "1.5 (256)"]
@@ -30,7 +30,7 @@ class UNetLoader(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "unet_name", options=bridge.list_unet_files(),
+                    "unet_name", options=models.list_unet_files(),
                     tooltip="Checkpoint file in models/latentsync/ (or a 'latentsync' extra model path).",
                 ),
                 io.Combo.Input(
@@ -49,11 +49,11 @@ class UNetLoader(io.ComfyNode):
     def execute(cls, unet_name: str, version: str) -> io.NodeOutput:
         from latentsync.checkpoints import load_unet
 
-        path = bridge.full_model_path(unet_name)
-        resolution = bridge.unet_resolution_for(path, version)
-        unet = load_unet(path, config=None, device="cpu", dtype=bridge.inference_dtype(bridge.torch_device()),
+        path = models.full_model_path(unet_name)
+        resolution = models.unet_resolution_for(path, version)
+        unet = load_unet(path, config=None, device="cpu", dtype=models.inference_dtype(models.torch_device()),
                          resolution=resolution)
-        model = bridge.LatentSyncModel(bridge.wrap_model(unet.eval()), dict(unet.config), resolution, unet_name)
+        model = models.LatentSyncModel(models.wrap_model(unet.eval()), dict(unet.config), resolution, unet_name)
         return io.NodeOutput(model)
 
 
@@ -69,7 +69,7 @@ class WhisperLoader(io.ComfyNode):
             description="Loads Whisper tiny (openai-whisper format) from models/latentsync/whisper/.",
             inputs=[
                 io.Combo.Input(
-                    "whisper_name", options=bridge.list_whisper_files(),
+                    "whisper_name", options=models.list_whisper_files(),
                     tooltip="Whisper checkpoint under models/latentsync/whisper/ (tiny.pt for LatentSync 1.5/1.6).",
                 ),
             ],
@@ -81,5 +81,5 @@ class WhisperLoader(io.ComfyNode):
     def execute(cls, whisper_name: str) -> io.NodeOutput:
         from latentsync.checkpoints import load_whisper
 
-        model = load_whisper(bridge.full_model_path(whisper_name), device="cpu")
-        return io.NodeOutput(bridge.WhisperModel(bridge.wrap_model(model.eval()), whisper_name))
+        model = load_whisper(models.full_model_path(whisper_name), device="cpu")
+        return io.NodeOutput(models.WhisperModel(models.wrap_model(model.eval()), whisper_name))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import comfy_bridge as bridge
+from .comfy_models import check_model_resolution, load_model
+from .comfy_progress import ComfyProgress
+from .comfy_vae import ComfyVAE, to_latent
 from .sockets import CATEGORY, AudioEmbeds, FaceCrops, LatentSyncModel
 
 
@@ -42,6 +44,13 @@ class LatentSyncSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, face_crops, audio_embeds, seed: int, steps: int,
                 guidance_scale: float, deepcache: bool) -> io.NodeOutput:
-        samples = bridge.sample_latents(model, vae, face_crops, audio_embeds, seed=seed, steps=steps,
-                                        guidance_scale=guidance_scale, deepcache=deepcache)
-        return io.NodeOutput({"samples": samples})
+        from latentsync.pipeline.stages import FaceSampler, sample_timeline
+
+        check_model_resolution(model, face_crops)
+        unet = load_model(model.patcher)
+        sampler = FaceSampler(
+            unet, ComfyVAE(vae), resolution=model.resolution, num_frames=len(audio_embeds), num_inference_steps=steps,
+            guidance_scale=guidance_scale, seed=seed, deepcache=deepcache, device=model.patcher.load_device,
+            dtype=next(unet.parameters()).dtype, callback=ComfyProgress(),
+        )
+        return io.NodeOutput(to_latent(sample_timeline(sampler, face_crops, audio_embeds.embeds)))

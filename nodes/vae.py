@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from . import comfy_bridge as bridge
+from .comfy_progress import ComfyProgress
+from .comfy_vae import decode_latent
 from .sockets import CATEGORY
 
 
@@ -32,4 +33,4 @@ class VAEDecodeFrames(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, latent, batch_size: int) -> io.NodeOutput:
-        return io.NodeOutput(bridge.decode_frames(vae, latent, batch_size))
+        return io.NodeOutput(decode_latent(vae, latent, batch_size, ComfyProgress()))

@@ -72,15 +72,23 @@ def counting_video(tmp_path_factory):
     return path
 
 
+def _chunks(video, idx, n_v, aligner, spill_dir):
+    """The CLI's frame source: decode the forward pass, align it, loop it, cut it into chunks of 16."""
+    from latentsync.pipeline.stages import align_chunks
+    from latentsync.video.segments import output_chunks, source_segments, take_frames
+
+    aligned = align_chunks(aligner, take_frames(iter_frames(video, chunk_size=16), min(len(idx), n_v)))
+    return list(output_chunks(source_segments(aligned, idx, n_v, spill_dir, 16), 16))
+
+
 def test_streaming_source_loops_ping_pong_in_chunks_of_16(counting_video, tmp_path):
-    from latentsync.pipeline.lipsync import _output_chunks, _source_segments
 
     n_out, n_v = 53, 20
     idx = loop_indices(n_v, n_out)
     aligner = _IndexAligner(no_face={3, 17})
     spill = tmp_path / "spill"
     spill.mkdir()
-    chunks = list(_output_chunks(_source_segments(counting_video, idx, n_v, aligner, spill, 8, 16), 16))
+    chunks = _chunks(counting_video, idx, n_v, aligner, spill)
     assert [c[0].shape[0] for c in chunks] == [16, 16, 16, 5]
     assert [c[1].start_index for c in chunks] == [0, 16, 32, 48]
     assert aligner.calls == [(0, 16), (16, 4)]  # each source frame aligned once, in order
@@ -94,10 +102,8 @@ def test_streaming_source_loops_ping_pong_in_chunks_of_16(counting_video, tmp_pa
 
 
 def test_streaming_source_cuts_long_video(counting_video, tmp_path):
-    from latentsync.pipeline.lipsync import _output_chunks, _source_segments
-
     aligner = _IndexAligner()
-    chunks = list(_output_chunks(_source_segments(counting_video, loop_indices(20, 7), 20, aligner, tmp_path, 8, 16), 16))
+    chunks = _chunks(counting_video, loop_indices(20, 7), 20, aligner, tmp_path)
     assert [c[0].shape[0] for c in chunks] == [7] and aligner.calls == [(0, 7)]  # only what is used
     assert list(tmp_path.iterdir()) == []  # nothing spilled without a loop
 

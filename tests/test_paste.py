@@ -11,11 +11,12 @@ from kornia.morphology import erosion
 
 from conftest import media_file
 from latentsync.errors import InvalidInputError, NoFaceError
-from latentsync.face.aligner import FaceAligner, require_face
+from latentsync.face.aligner import FaceAligner
 from latentsync.face.alignment import crop_bbox_in_frame, crop_size, face_template, similarity_transform
 from latentsync.face.landmarks import has_legacy_face_mesh
 from latentsync.face.paste import blur_sigma, paste_back, paste_faces
 from latentsync.face.warp import frame_windows, warp_to_crops
+from latentsync.pipeline.stages import require_face
 from latentsync.types import FaceCrops
 
 
@@ -158,7 +159,7 @@ def test_all_face_less_video_and_require_face() -> None:
     out = aligner.paste_back(noise, crops.faces, crops)
     np.testing.assert_array_equal(out, noise)
     with pytest.raises(NoFaceError, match="no face"):
-        require_face(crops, "video")
+        require_face(crops.no_face_indices, len(crops), "video")
 
 
 @pytest.mark.parametrize(

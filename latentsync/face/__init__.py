@@ -6,7 +6,7 @@ Modules: ``landmarks`` (mediapipe mesh -> anchors), ``alignment`` (pure geometry
 ``aligner`` (:class:`FaceAligner`, stateful over the chunks of one video).
 """
 
-from latentsync.face.aligner import FaceAligner, require_face
+from latentsync.face.aligner import FaceAligner
 from latentsync.face.alignment import OneEuroSmoother, crop_size, face_template, similarity_transform
 from latentsync.face.landmarks import create_landmarker
 from latentsync.face.masks import load_mask
@@ -20,6 +20,5 @@ __all__ = [
     "face_template",
     "load_mask",
     "paste_back",
-    "require_face",
     "similarity_transform",
 ]

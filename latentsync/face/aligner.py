@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentsync.errors import InvalidInputError, NoFaceError
+from latentsync.errors import InvalidInputError
 from latentsync.face.alignment import (
     OneEuroSmoother,
     check_resolution,
@@ -226,18 +226,3 @@ class FaceAligner:
         """:func:`latentsync.face.paste.paste_back` on this aligner's device."""
         return paste_back(frames, faces, crops, device=self.device)
 
-
-def require_face(crops: FaceCrops, input_name: str = "video") -> None:
-    """Raise :class:`~latentsync.errors.NoFaceError` when no frame of ``crops`` has a face.
-
-    Args:
-        crops: the (concatenated) crops of a whole video.
-        input_name: the input named in the message.
-    """
-    n = len(crops)
-    if n > 0 and len(crops.no_face_indices) < n:
-        return
-    raise NoFaceError(
-        f"{input_name}: no face found in any of its {n} frames; LatentSync needs a visible, roughly "
-        f"frontal face in at least one frame"
-    )

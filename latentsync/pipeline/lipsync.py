@@ -15,16 +15,10 @@ Order of work (spec 1.4-1.12, rewritten to stream; memory does not grow with the
 5. The output file appears only when everything succeeded (``VideoWriter`` writes a temporary file
    and renames it); the audio track is the input audio cut to the output's duration.
 
-Looping and memory: the reversed passes of a ping-pong loop need earlier frames again. Instead of
-keeping the video in memory or re-decoding backwards (HEVC seeks to a key frame and decodes forward,
-quadratic for long GOPs), the first forward pass **spills** every decoded frame and its aligned face to
-two raw uint8 files in a temporary folder (removed at the end, also on errors); later passes read
-the frames they need back with ordinary file reads (not ``mmap``: read pages stay in the OS page cache
-and never count toward the process's resident memory). The per-frame data kept in memory are the
-affine matrices (24 bytes), a no-face flag and the audio index table (80 bytes). Disk use when looping:
-``n_video * (H * W * 3 + R * R * 3)`` bytes (about 6.4 MB per 1080x1920 frame). Without looping nothing
-is spilled. Faces of looped frames are reused from the first pass (as the official code does: it
-aligns the video once and loops the aligned faces and matrices).
+Looping and memory: the frames of the first forward pass are spilled to raw files when the plan
+loops (:mod:`latentsync.video.segments`); per-frame data kept in memory are the affine matrices, a
+no-face flag and the audio index table. The stages themselves are :mod:`latentsync.pipeline.stages`,
+which the ComfyUI nodes compose too.
 
 Frames without a face are passed through unchanged; their output indices are logged and returned in
 :class:`LipSyncResult`. A video without any face raises :class:`~latentsync.errors.NoFaceError`
@@ -40,18 +34,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 
-from latentsync.errors import AudioTooShortError, InvalidInputError, NoFaceError
+from latentsync.errors import AudioTooShortError, InvalidInputError
 from latentsync.pipeline.faces import CHUNK_FRAMES  # official data.num_frames (16); the temporal layers accept 1..24
-from latentsync.pipeline.latents import initial_noise
-from latentsync.types import FaceCrops
-
-if TYPE_CHECKING:
-    from latentsync.pipeline.sampler import StepInfo
+from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, decode_faces, paste_generated,
+                                        report, require_face, resolve_seed)
+from latentsync.video.segments import output_chunks, source_segments, take_frames
 
 # diffusers-based modules (sampler, vae) are imported where used, so that argument and file checks
 # (check_job_arguments, load_inputs) answer quickly without importing diffusers.
@@ -65,26 +56,6 @@ SAMPLE_RATE = 16000
 # ---------------------------------------------------------------------------------------------
 # Public data
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    """What the pipeline reports through ``callback`` (progress bars, logs, interrupts).
-
-    Attributes:
-        stage: ``"audio"`` (Whisper features), ``"frames"`` (output frames finished),
-            ``"denoise"`` (one DDIM step of one chunk), ``"done"``.
-        done, total: counters of the stage (frames, or steps over all chunks).
-        step: the sampler's :class:`~latentsync.pipeline.sampler.StepInfo` for ``"denoise"``.
-    """
-
-    stage: str
-    done: int
-    total: int
-    step: "StepInfo | None" = None
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass
@@ -217,147 +188,6 @@ def _same_path(a: Path, b: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Frame source: forward decode + ping-pong spill
-# ---------------------------------------------------------------------------------------------
-
-
-class _FrameSpill:
-    """Raw uint8 files holding every source frame and its aligned face (looping only)."""
-
-    def __init__(self, folder: Path, n: int, frame_shape: tuple[int, ...], face_shape: tuple[int, ...]):
-        self.n = n
-        self.frame_bytes = int(np.prod(frame_shape))
-        self.face_bytes = int(np.prod(face_shape))
-        self.frame_shape, self.face_shape = tuple(frame_shape), tuple(face_shape)
-        self.frames_path, self.faces_path = folder / "frames.u8", folder / "faces.u8"
-        self._frames = open(self.frames_path, "w+b")
-        self._faces = open(self.faces_path, "w+b")
-        self.matrices = np.zeros((n, 2, 3), dtype=np.float32)
-        self.has_face = np.zeros(n, dtype=bool)
-        self.count = 0
-
-    def append(self, frames: np.ndarray, crops: FaceCrops) -> None:
-        k = frames.shape[0]
-        self._frames.seek(self.count * self.frame_bytes)
-        self._frames.write(np.ascontiguousarray(frames).tobytes())
-        self._faces.seek(self.count * self.face_bytes)
-        self._faces.write(np.ascontiguousarray(torch.as_tensor(crops.faces).numpy()).tobytes())
-        self.matrices[self.count : self.count + k] = torch.as_tensor(crops.affine_matrices).numpy()
-        missing = set(crops.no_face_indices)
-        self.has_face[self.count : self.count + k] = [crops.start_index + i not in missing for i in range(k)]
-        self.count += k
-
-    def _read(self, fh, index: np.ndarray, nbytes: int, shape: tuple[int, ...]) -> np.ndarray:
-        out = np.empty((len(index), *shape), dtype=np.uint8)
-        for j, i in enumerate(index.tolist()):
-            fh.seek(int(i) * nbytes)
-            fh.readinto(memoryview(out[j]).cast("B"))
-        return out
-
-    def read(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ``[k, H, W, 3]`` and faces ``[k, R, R, 3]`` of the source indices ``index``."""
-        self._frames.flush()
-        self._faces.flush()
-        return (
-            self._read(self._frames, index, self.frame_bytes, self.frame_shape),
-            self._read(self._faces, index, self.face_bytes, self.face_shape),
-        )
-
-    def close(self) -> None:
-        self._frames.close()
-        self._faces.close()
-
-
-def _source_segments(
-    video: Path,
-    frame_indices: np.ndarray,
-    num_video_frames: int,
-    aligner,
-    spill_dir: Path | None,
-    resolution: int,
-    chunk: int,
-) -> Iterator[tuple[np.ndarray, FaceCrops]]:
-    """Yield ``(frames uint8 [n,H,W,3], crops)`` for consecutive runs of output frames.
-
-    Output frame ``k`` shows source frame ``frame_indices[k]``. The first ``min(n_out, n_video)``
-    outputs are the source in order (decoded and aligned on the fly); when the plan loops, they are
-    spilled and the rest is read back from the spill. ``crops.start_index`` is the output index.
-    Segments never cross a multiple of ``chunk`` (see :func:`_output_chunks`).
-    """
-    from latentsync.video.io import iter_frames
-
-    n_out = len(frame_indices)
-    n_forward = min(n_out, num_video_frames)
-    looped = n_out > num_video_frames
-    spill: _FrameSpill | None = None
-    mask = aligner.mask.clone()
-    pos = 0
-    try:
-        for frames in iter_frames(video, chunk_size=chunk):
-            frames = frames[: n_forward - pos]
-            if frames.shape[0] == 0:
-                break
-            crops = aligner.align(frames, start_index=pos)
-            if looped:
-                if spill is None:
-                    spill = _FrameSpill(spill_dir, num_video_frames, frames.shape[1:], crops.faces.shape[1:])
-                spill.append(frames, crops)
-            yield frames, crops
-            pos += frames.shape[0]
-            if pos >= n_forward:
-                break
-        if pos < n_forward:
-            raise InvalidInputError(
-                f"video '{video}': decoding stopped after {pos} frames but the file declares {num_video_frames} "
-                f"(truncated or damaged file)"
-            )
-        while pos < n_out:
-            idx = frame_indices[pos : min(n_out, (pos // chunk + 1) * chunk)]
-            frames, faces = spill.read(idx)
-            no_face = [pos + j for j, i in enumerate(idx.tolist()) if not spill.has_face[i]]
-            crops = FaceCrops(
-                faces=torch.from_numpy(faces),
-                affine_matrices=torch.from_numpy(spill.matrices[idx].copy()),
-                crop_size=aligner.crop_size,
-                mask=mask,
-                frame_size=tuple(frames.shape[1:3]),
-                resolution=resolution,
-                no_face_indices=no_face,
-                start_index=pos,
-            )
-            yield frames, crops
-            pos += len(idx)
-    finally:
-        if spill is not None:
-            spill.close()
-
-
-def _output_chunks(
-    segments: Iterator[tuple[np.ndarray, FaceCrops]], chunk: int
-) -> Iterator[tuple[np.ndarray, FaceCrops]]:
-    """Regroup segments into output chunks ``[16k, 16k + 16)`` as the official loop cuts them.
-
-    The official pipeline loops the video first and then cuts the output frames into chunks of 16;
-    here the forward pass and the looped passes arrive as separate segments, so the chunk that
-    spans the turn is assembled from two of them.
-    """
-    frames_parts: list[np.ndarray] = []
-    crops_parts: list[FaceCrops] = []
-    have = 0
-    for frames, crops in segments:
-        frames_parts.append(frames)
-        crops_parts.append(crops)
-        have += frames.shape[0]
-        if have >= chunk:
-            if have > chunk:
-                raise AssertionError("segments must not cross chunk boundaries")
-            yield (np.concatenate(frames_parts) if len(frames_parts) > 1 else frames_parts[0]), FaceCrops.concat(crops_parts)
-            frames_parts, crops_parts, have = [], [], 0
-    if have:
-        yield (np.concatenate(frames_parts) if len(frames_parts) > 1 else frames_parts[0]), FaceCrops.concat(crops_parts)
-
-
-# ---------------------------------------------------------------------------------------------
 # Pipeline
 # ---------------------------------------------------------------------------------------------
 
@@ -452,33 +282,6 @@ class LipSyncPipeline:
         dtype = torch.float16 if self.device.type == "cuda" else None
         return extract_whisper_features(self.whisper, waveform, dtype=dtype)
 
-    def _denoise_chunk(
-        self,
-        crops: FaceCrops,
-        audio_embeds: torch.Tensor,
-        noise: torch.Tensor,
-        unet,
-        num_inference_steps: int,
-        guidance_scale: float,
-        eta: float,
-        generator: torch.Generator,
-        step_callback,
-        chunk_index: int,
-    ) -> torch.Tensor:
-        """Generated faces of one chunk: float ``[n, R, R, 3]`` ~0..1 (not clamped), CPU."""
-        from latentsync.pipeline.faces import composite_faces, sample_face_latents
-        from latentsync.vae import decode_latents
-
-        latents = sample_face_latents(
-            unet, self.vae, crops.faces, crops.mask, audio_embeds, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, generator=generator, noise=noise, eta=eta, device=self.device,
-            dtype=self.dtype, scheduler=self.scheduler, vae_batch_size=self.vae_batch_size,
-            chunk_size=max(len(crops), 1), chunk_index=chunk_index, callback=step_callback,
-        )
-        decoded = decode_latents(self.vae, latents.to(device=self.device, dtype=self.dtype), self.vae_batch_size)
-        # spec 1.10: keep the original aligned pixels where the mask says "keep".
-        return composite_faces((decoded.float() / 2 + 0.5).permute(0, 2, 3, 1).cpu(), crops.faces, crops.mask)
-
     # -- the job ----------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -522,14 +325,14 @@ class LipSyncPipeline:
         """
         from latentsync.audio.windows import window_indices
         from latentsync.face.aligner import FaceAligner
-        from latentsync.video.io import VideoWriter
+        from latentsync.video.io import VideoWriter, iter_frames
         from latentsync.video.timeline import plan_output
 
         t0 = time.monotonic()
+        # 1. check inputs, read the audio, plan the timeline (spec 1.6)
         video, audio, output = check_job_arguments(
             video, audio, output, self.resolution, num_inference_steps, guidance_scale, seed
         )
-        emit = callback or (lambda p: None)
         info, waveform = load_inputs(video, audio)
         plan = plan_output(info.num_frames, waveform.shape[0], info.fps, SAMPLE_RATE)
         logger.info(
@@ -537,82 +340,57 @@ class LipSyncPipeline:
             video, info.num_frames, info.width, info.height, info.fps, audio, waveform.shape[0] / SAMPLE_RATE,
             plan.num_frames, " (video looped forward/backward)" if plan.looped else "",
         )
-
-        emit(Progress("audio", 0, 1))
-        features = self._audio_features(waveform)  # [L, 5, 384]
-        windows = window_indices(plan.num_frames, info.fps, features.shape[0])  # int64 [n_out, 10]
-        emit(Progress("audio", 1, 1))
-
-        if seed == -1:
-            seed = int(torch.seed() % (2**63))
-        generator = torch.Generator("cpu").manual_seed(int(seed))
-        noise = initial_noise(
-            self.resolution // 8, generator, dtype=self.dtype, device=self.device,
-            init_noise_sigma=float(self.scheduler.init_noise_sigma),
-        )
-        unet = self.unet
-        if deepcache:
-            from latentsync.pipeline.deepcache import DeepCacheUNet
-
-            unet = DeepCacheUNet(self.unet, cache_interval=3, cache_branch_id=0)
-
         n_out, chunk = plan.num_frames, self.chunk_frames
-        n_chunks = -(-n_out // chunk)
-        total_steps = n_chunks * num_inference_steps
-        steps_done = 0
+
+        # 2. Whisper features of the whole audio; per-frame windows gathered per chunk (spec 1.4)
+        report(callback, "audio", 0, 1)
+        features = self._audio_features(waveform)  # [L, 5, 384]
+        windows = window_indices(n_out, info.fps, features.shape[0])  # int64 [n_out, 10]
+        report(callback, "audio", 1, 1)
+
+        # 3. the sampler of the job: seed, single noise draw (spec 1.9)
+        sampler = FaceSampler(
+            self.unet, self.vae, resolution=self.resolution, num_frames=n_out,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=resolve_seed(seed),
+            eta=eta, deepcache=deepcache, device=self.device, dtype=self.dtype, scheduler=self.scheduler,
+            vae_batch_size=self.vae_batch_size, chunk_frames=chunk, callback=callback,
+        )
+
+        # 4. per output chunk: align (forward pass) or read back (loop), sample, decode, paste, write
         no_face: list[int] = []
-
-        def on_step(info_) -> None:
-            nonlocal steps_done
-            steps_done += 1
-            emit(Progress("denoise", steps_done, total_steps, info_))
-
         audio_out = waveform[: plan.num_audio_samples]
+        n_forward = min(n_out, info.num_frames)
         with tempfile.TemporaryDirectory(prefix="latentsync-", dir=tmp_dir) as scratch, FaceAligner(
             self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps)
         ) as aligner, VideoWriter(
             output, info.fps, info.width, info.height, audio=audio_out, sample_rate=SAMPLE_RATE, crf=crf,
             inputs=(video, audio),
         ) as writer:
-            source = _output_chunks(
-                _source_segments(
-                    video, plan.frame_indices, info.num_frames, aligner, Path(scratch), self.resolution, chunk
-                ),
-                chunk,
-            )
-            for k, (frames, crops) in enumerate(source):
+            aligned = align_chunks(aligner, take_frames(iter_frames(video, chunk_size=chunk), n_forward),
+                                   total=n_forward, callback=callback)
+            segments = source_segments(aligned, plan.frame_indices, info.num_frames, Path(scratch), chunk,
+                                       what=f"video '{video}'")
+            for k, (frames, crops) in enumerate(output_chunks(segments, chunk)):
                 start, n = crops.start_index, len(crops)
                 no_face.extend(crops.no_face_indices)
-                if len(crops.no_face_indices) == n:  # nothing to generate in this chunk
-                    steps_done += num_inference_steps
-                    emit(Progress("denoise", steps_done, total_steps))
-                    writer.write(frames)
-                else:
-                    idx = windows[start : start + n].reshape(-1).to(features.device)
-                    audio_embeds = features[idx].reshape(n, -1, features.shape[-1])  # [n, 50, 384]
-                    faces = self._denoise_chunk(
-                        crops, audio_embeds, noise, unet, num_inference_steps, guidance_scale, eta,
-                        generator, on_step, k,
-                    )
-                    writer.write(aligner.paste_back(frames, faces, crops))
-                emit(Progress("frames", start + n, n_out))
+                idx = windows[start : start + n].reshape(-1).to(features.device)
+                latents = sampler(crops, features[idx].reshape(n, -1, features.shape[-1]), k)  # [n, 50, 384] audio
+                faces = None if latents is None else decode_faces(self.vae, latents, self.vae_batch_size)
+                writer.write(paste_generated(frames, faces, crops, aligner.paste_back))
+                report(callback, "frames", start + n, n_out)
             if writer.num_frames != n_out:
                 raise InvalidInputError(f"video '{video}': produced {writer.num_frames} frames, expected {n_out}")
-            if len(no_face) == n_out:
-                raise NoFaceError(
-                    f"video '{video}': no face found in any of its {min(info.num_frames, n_out)} frames used; "
-                    "LatentSync needs a visible, roughly frontal face in at least one frame"
-                )
+            require_face(no_face, n_out, f"video '{video}'")
         if no_face:
             logger.warning(
                 "%d of %d output frames had no face and were left unchanged: %s",
                 len(no_face), n_out, _ranges(no_face),
             )
-        emit(Progress("done", n_out, n_out))
+        report(callback, "done", n_out, n_out)
         return LipSyncResult(
             output=output, num_frames=n_out, fps=float(info.fps), width=info.width, height=info.height,
             num_video_frames=info.num_frames, looped=plan.looped, num_audio_samples=int(audio_out.shape[0]),
-            no_face_indices=no_face, seed=int(seed), elapsed_s=time.monotonic() - t0,
+            no_face_indices=no_face, seed=sampler.seed, elapsed_s=time.monotonic() - t0,
         )
 
 
