@@ -951,9 +951,11 @@ def load_whisper(path: str | Path, device: str | torch.device = "cpu", *, encode
         p = _whisper_file_in(p, wanted)
     ckpt = read_checkpoint(p.resolve())
     if ckpt.kind != WHISPER or "dims" not in ckpt.extra:
+        looks = ("holds OpenAI Whisper weights without their 'dims' (a bare re-save)" if ckpt.kind == WHISPER
+                 else f"the file looks like {ckpt.description}")
         raise CheckpointError(
-            f"Whisper checkpoint {p}: the file looks like {ckpt.description}; expected an OpenAI whisper "
-            f"checkpoint {{'dims': {{...}}, 'model_state_dict': {{...}}}}: {_get_whisper(wanted)}"
+            f"Whisper checkpoint {p}: {looks}; expected an OpenAI whisper checkpoint "
+            f"{{'dims': {{...}}, 'model_state_dict': {{...}}}}: {_get_whisper(wanted)}"
         )
     from whisper.model import ModelDimensions, Whisper
 

@@ -617,6 +617,8 @@ def test_whisper_of_another_size_or_format_says_what_to_get(tmp_path):
         msg = _raises(folder / "model.safetensors", "looks like a Hugging Face transformers Whisper", loader=ck.load_whisper)
         assert "tiny.pt" in msg
     _raises(tmp_path / "base.pt", "is Whisper base", loader=lambda p: ck.load_whisper(p, encoder_width=768))
+    _save(stub, tmp_path / "tiny.safetensors")
+    _raises(tmp_path / "tiny.safetensors", "Whisper weights without their 'dims'.*tiny.pt", loader=ck.load_whisper)
     _raises(tmp_path, "folder without tiny.pt", loader=ck.load_whisper)
 
 
