@@ -144,7 +144,8 @@ class CheckpointFile:
             ``model_state_dict``).
         kind: one of the ``KIND_DESCRIPTIONS`` keys, detected from the keys and shapes.
         global_step: the ``"global_step"`` entry if present.
-        extra: other top-level entries of the saved dict (e.g. Whisper ``dims``; SyncNet loss lists).
+        extra: other entries of the dict that held the state dict (e.g. Whisper ``dims``; SyncNet loss
+            lists); ``"metadata"``: a safetensors header's metadata.
     """
 
     path: Path
