@@ -1,33 +1,49 @@
 """The one place that opens weight files (spec 2.5, 2.6, 2.8).
 
-Formats read:
+Forms read (the content decides, never the suffix: ``.pt``, ``.pth``, ``.ckpt``, ``.bin`` and
+``.safetensors`` with the same content read the same; nothing is unpickled beyond tensors and plain
+containers, ``torch.load(weights_only=True)``):
 
-* official LatentSync ``.pt`` files: ``torch.save({"global_step": int, "state_dict": {...}})``, read
-  with ``torch.load(weights_only=True)``; the weights are under ``"state_dict"`` with bare module names
-  (a uniform DDP ``module.`` prefix is stripped). A bare ``{name: tensor}`` dict is accepted as well.
-* ``.safetensors`` files (any name; the format is sniffed from the first bytes, not the suffix).
+* official LatentSync ``.pt`` files: ``torch.save({"global_step": int, "state_dict": {...}})``;
+* re-packs: a bare ``{name: tensor}`` dict, or the state dict under ``"state_dict"``,
+  ``"model_state_dict"``, ``"model"`` or ``"module"``, also one level deeper
+  (``{"state_dict": {"state_dict": ...}}``, ``{"model": {"state_dict": ...}}``); ``.safetensors``
+  files (their header metadata is kept, ``global_step`` read from it);
 * OpenAI Whisper checkpoints ``{"dims": {...}, "model_state_dict": {...}}`` (``whisper/tiny.pt``).
 
-LatentSync 1.0 U-Net keys are renamed to the current names on reading
-(``audio_cross_attn.attn.`` -> ``attn2.``, ``audio_cross_attn.norm.`` -> ``norm2.``).
+Key names: a prefix shared by every key (DDP ``module.``, ``_orig_mod.``, ``unet.``, ``model.``,
+ComfyUI's ``model.diffusion_model.``, ...) is removed when the keys are recognised (kind detection
+below) only without it; the shortest such prefix wins and the log says so. LatentSync 1.0 U-Net keys
+are renamed to the current names (``audio_cross_attn.attn.`` -> ``attn2.``, ``audio_cross_attn.norm.``
+-> ``norm2.``). Tensors keep the file's dtype on reading; the loaders cast to the requested
+(inference) dtype, so fp16 / bf16 re-packs load like the fp32 originals.
 
-Loading is **strict**: every model key must be in the file with the right shape and the file must
-hold no other keys, with two exceptions:
+Kind detection (:func:`detect_kind`) names what a file looks like (LatentSync U-Net of each stage,
+SD U-Net, SD single file, SyncNet, OpenAI or transformers Whisper, VAE); a loader given another kind
+refuses the file with that name.
 
-* the sinusoidal ``pos_encoder.pe`` buffers of the motion modules may be absent (they are constants
-  the model computes itself);
-* ``allow_partial=True`` (training only) reproduces the official loader's leniency: ``conv_in`` /
-  ``conv_out`` with other channel counts and ``attn2.to_k`` / ``attn2.to_v`` with another input width
-  are dropped (SD 1.5 initialisation), keys missing from the file keep their fresh initialisation
-  (e.g. motion modules when a stage-1 checkpoint starts stage 2), unexpected keys are ignored. A
-  shape mismatch in any other key is still an error.
+Loading rules, as the official loader (``load_state_dict(strict=False)``) where that is harmless:
+
+* keys of the file that are not part of the model (an EMA copy, a leftover buffer, a duplicate
+  under another prefix) are ignored with one warning giving their count and the first few; except
+  motion-module keys the config has none of (a stage-2 file under a stage-1 config), an error;
+* every model key must be in the file with the right shape (the sinusoidal ``pos_encoder.pe``
+  buffers of the motion modules excepted: constants the model computes itself); missing keys and
+  wrong shapes are errors, never a half-loaded model;
+* ``allow_partial=True`` (training only) reproduces the official loader's leniency in full:
+  ``conv_in`` / ``conv_out`` with other channel counts and ``attn2.to_k`` / ``attn2.to_v`` with
+  another input width are dropped (SD 1.5 initialisation), keys missing from the file keep their
+  fresh initialisation (e.g. motion modules when a stage-1 checkpoint starts stage 2). A shape
+  mismatch in any other key is still an error.
 
 Config marker: when ``load_unet``/``load_syncnet`` get no config, a file with the checkpoint's stem
 and suffix ``.yaml``, ``.yml`` or ``.json`` next to it (``latentsync_unet.yaml`` beside
 ``latentsync_unet.pt``) is used if present; it may be a full config (with a ``model:`` section) or
 the bare ``model`` dict. Otherwise the U-Net config is inferred from the weights (motion modules
 present -> ``stage2``/``stage2_512``, only in the up blocks -> ``stage2_efficient``, none ->
-``stage1``) and the SyncNet config is ``syncnet_16_pixel_attn``.
+``stage1``) and the SyncNet config is ``syncnet_16_pixel_attn``. Whether a U-Net is 1.5 (256 px) or
+1.6 (512 px) cannot be read from its tensors; :func:`detect_unet_resolution` reads what the file
+states (name, marker, metadata).
 
 Every failure raises :class:`~latentsync.errors.CheckpointError` (or its subclass
 :class:`~latentsync.errors.MissingWeightsError` for a missing file) naming the file, what kind of
@@ -39,6 +55,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import struct
 import tempfile
 import zipfile
@@ -65,6 +82,7 @@ __all__ = [
     "rename_v1_keys",
     "infer_unet_config",
     "config_next_to",
+    "detect_unet_resolution",
     "load_unet_state_dict",
     "load_unet",
     "load_syncnet",
@@ -86,6 +104,7 @@ SD_UNET = "sd_unet"
 SD_LDM = "sd_ldm_single_file"
 SYNCNET = "stable_syncnet"
 WHISPER = "whisper"
+WHISPER_HF = "whisper_transformers"
 VAE = "vae"
 UNKNOWN = "unknown"
 
@@ -99,14 +118,19 @@ KIND_DESCRIPTIONS = {
     SD_LDM: "an original Stable Diffusion single-file checkpoint (model.diffusion_model.* keys)",
     SYNCNET: "a StableSyncNet (audio_encoder/visual_encoder)",
     WHISPER: "an OpenAI Whisper checkpoint",
+    WHISPER_HF: "a Hugging Face transformers Whisper model (openai/whisper-* layout)",
     VAE: "a VAE (AutoencoderKL)",
     UNKNOWN: "not a recognised model",
 }
 
-UNET_KINDS = (UNET_STAGE2, UNET_STAGE2_EFFICIENT, UNET_STAGE1, UNET_V10, SD_UNET)
+#: Kinds that load as a LatentSync U-Net (an SD U-Net only initialises training, with allow_partial).
+UNET_KINDS = (UNET_STAGE2, UNET_STAGE2_EFFICIENT, UNET_STAGE1, UNET_V10)
 
 _V1_RENAMES = (("audio_cross_attn.attn.", "attn2."), ("audio_cross_attn.norm.", "norm2."))
 _PE_SUFFIX = ".pos_encoder.pe"
+_UNET_BLOCKS = ("down_blocks.", "mid_block.", "up_blocks.")
+#: Entries under which re-packed files keep the state dict (looked up in this order, two levels deep).
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 _MAX_LISTED = 5
 
 
@@ -120,7 +144,8 @@ class CheckpointFile:
             ``model_state_dict``).
         kind: one of the ``KIND_DESCRIPTIONS`` keys, detected from the keys and shapes.
         global_step: the ``"global_step"`` entry if present.
-        extra: other top-level entries of the saved dict (e.g. Whisper ``dims``; SyncNet loss lists).
+        extra: other entries of the dict that held the state dict (e.g. Whisper ``dims``; SyncNet loss
+            lists); ``"metadata"``: a safetensors header's metadata.
     """
 
     path: Path
@@ -182,8 +207,12 @@ def _sniff(path: Path) -> str:
     )
 
 
-def _load_raw(path: Path) -> Any:
-    """Read a file into Python objects (tensors on CPU) with clear errors."""
+def _load_raw(path: Path) -> tuple[Any, dict[str, str]]:
+    """Read a file into Python objects (tensors on CPU) with clear errors.
+
+    Returns ``(object, metadata)``; ``metadata`` is the safetensors header's ``__metadata__`` (empty for
+    PyTorch files).
+    """
     if not path.exists():
         raise MissingWeightsError(f"weight file {path}: not found")
     if path.is_dir():
@@ -191,10 +220,16 @@ def _load_raw(path: Path) -> Any:
     fmt = _sniff(path)
     size = path.stat().st_size
     if fmt == "safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            with safe_open(str(path), framework="pt") as fh:
+                metadata = dict(fh.metadata() or {})
+            # The tensors are views of the file mapping at 8-byte offsets; each gets its own (aligned)
+            # allocation, as torch.load gives, so that math kernels take the same paths (unaligned
+            # weights changed a tiny U-Net's output by 2e-6).
+            return {k: v.clone() for k, v in load_file(str(path), device="cpu").items()}, metadata
         except Exception as err:  # SafetensorError is not exported under a stable name
             raise CheckpointError(
                 f"weight file {path}: corrupt or truncated safetensors file ({size} bytes): {err}"
@@ -209,7 +244,7 @@ def _load_raw(path: Path) -> Any:
                 f"incomplete download?): {err}"
             ) from err
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as err:
         msg = str(err)
         if "Weights only load failed" in msg:
@@ -238,6 +273,56 @@ def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.T
     if sd and all(k.startswith(prefix) for k in sd):
         return {k[len(prefix):]: v for k, v in sd.items()}
     return sd
+
+
+def _find_state_dict(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], list[tuple[Mapping[str, Any], str]]]:
+    """The ``{name: tensor}`` mapping in a loaded file, and the chain of ``(dict, key)`` that led to it.
+
+    Accepted: a bare state dict; a dict with the state dict under one of :data:`_CONTAINER_KEYS`; the
+    same one level deeper (``{"state_dict": {"state_dict": ...}}``, ``{"model": {"state_dict": ...}}``).
+    """
+    chain: list[tuple[Mapping[str, Any], str]] = []
+    obj = raw
+    for _ in range(3):  # the file itself, its container, one level deeper
+        if _is_tensor_dict(obj):
+            return dict(obj), chain
+        inner = next((k for k in _CONTAINER_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        chain.append((obj, inner))
+        obj = obj[inner]
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(
+            f"weight file {path}: holds a {type(raw).__name__}, expected a dict with a 'state_dict' entry"
+        )
+    top = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
+    where = "".join(f"[{k!r}]" for _, k in chain)
+    raise CheckpointError(
+        f"weight file {path}: no state dict (mapping of names to tensors) found"
+        + (f" (looked in {where})" if where else "")
+        + "; an official LatentSync checkpoint is {'global_step': int, 'state_dict': {...}}, re-packs hold a bare "
+        f"state dict or one under {', '.join(map(repr, _CONTAINER_KEYS))} (top-level keys found: {top})"
+    )
+
+
+def _strip_common_prefix(state_dict: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Remove a prefix shared by every key (``module.``, ``unet.``, ``model.diffusion_model.``, ...) when
+    the keys are recognised without it and not with it; the shortest such prefix wins. Logged."""
+    keys = list(state_dict)
+    if detect_kind(state_dict) not in (UNKNOWN, SD_LDM):
+        return state_dict
+    common = os.path.commonprefix(keys)
+    ends = [i + 1 for i, ch in enumerate(common) if ch == "."]
+    for end in ends:
+        stripped = {k[end:]: v for k, v in state_dict.items()}
+        kind = detect_kind(stripped)
+        if kind not in (UNKNOWN, SD_LDM):
+            logger.info(
+                "weight file %s: every key starts with %r; the prefix is removed (the keys then look like %s)",
+                path, common[:end], KIND_DESCRIPTIONS[kind],
+            )
+            return stripped
+    return state_dict
 
 
 def rename_v1_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -271,6 +356,9 @@ def detect_kind(state_dict: Mapping[str, Any], top_level: Mapping[str, Any] | No
         return SD_LDM
     if any(k.startswith(("audio_encoder.", "visual_encoder.")) for k in keys):
         return SYNCNET
+    if any(k.endswith("encoder.embed_positions.weight") or ("encoder.layers." in k and ".self_attn.k_proj." in k)
+           for k in keys):
+        return WHISPER_HF
     if "encoder.conv1.weight" in state_dict and any(k.startswith("encoder.blocks.") for k in keys):
         return WHISPER
     if any(k.startswith(("encoder.down_blocks.", "encoder.conv_in.")) for k in keys) and any(
@@ -295,49 +383,34 @@ def detect_kind(state_dict: Mapping[str, Any], top_level: Mapping[str, Any] | No
 
 
 def read_checkpoint(path: str | Path) -> CheckpointFile:
-    """Read any supported weight file into a :class:`CheckpointFile` (tensors on CPU).
+    """Read any supported weight file into a :class:`CheckpointFile` (tensors on CPU, the file's dtype).
+
+    Accepted forms (the content decides, not the suffix: ``.pt``, ``.pth``, ``.ckpt``, ``.bin`` and
+    ``.safetensors`` with the same content read the same): see the module docstring. A prefix shared
+    by every key is removed when the keys are recognised only without it (logged); LatentSync 1.0
+    names are renamed.
 
     Raises:
         MissingWeightsError: the file does not exist.
-        CheckpointError: empty, truncated, not a zip/pickle/safetensors file, unsafe pickle, or a
-            dict without a ``"state_dict"`` (and not a bare state dict or a Whisper checkpoint).
+        CheckpointError: empty, truncated, not a zip/pickle/safetensors file, unsafe pickle, or no
+            state dict where one is looked for.
     """
     path = Path(path).expanduser()
-    raw = _load_raw(path)
-    global_step = None
-    extra: dict[str, Any] = {}
-    if _is_tensor_dict(raw):
-        state_dict = dict(raw)
-    elif isinstance(raw, Mapping) and "state_dict" in raw:
-        state_dict = raw["state_dict"]
-        if not _is_tensor_dict(state_dict):
-            raise CheckpointError(
-                f"weight file {path}: its 'state_dict' entry is not a mapping of names to tensors "
-                f"(found {type(state_dict).__name__})"
-            )
-        state_dict = dict(state_dict)
-        global_step = raw.get("global_step")
-        extra = {k: v for k, v in raw.items() if k not in ("state_dict", "global_step")}
-    elif isinstance(raw, Mapping) and "model_state_dict" in raw and "dims" in raw:
-        state_dict = dict(raw["model_state_dict"])
-        extra = {"dims": dict(raw["dims"])}
-    elif isinstance(raw, Mapping):
-        top = ", ".join(repr(k) for k in list(raw)[:10]) or "none"
-        raise CheckpointError(
-            f"weight file {path}: no 'state_dict' entry; an official LatentSync checkpoint is a dict "
-            f"{{'global_step': int, 'state_dict': {{...}}}} (top-level keys found: {top})"
-        )
-    else:
-        raise CheckpointError(
-            f"weight file {path}: holds a {type(raw).__name__}, expected a dict with a 'state_dict' entry"
-        )
-    state_dict = _strip_prefix(state_dict, "module.")
-    state_dict = _strip_prefix(state_dict, "_orig_mod.")
-    kind = detect_kind(state_dict, {"dims": 0, "model_state_dict": 0} if "dims" in extra else None)
+    raw, metadata = _load_raw(path)
+    state_dict, chain = _find_state_dict(raw, path)
+    holder, key = chain[-1] if chain else ({}, "")
+    global_step = next((h["global_step"] for h, _ in reversed(chain) if "global_step" in h), metadata.get("global_step"))
+    extra: dict[str, Any] = {k: v for k, v in holder.items() if k not in (key, "global_step")}
+    if metadata:
+        extra["metadata"] = metadata
+    state_dict = _strip_common_prefix(state_dict, path)
+    kind = detect_kind(state_dict, holder)
     if kind == UNET_V10:
         state_dict = rename_v1_keys(state_dict)
     if isinstance(global_step, torch.Tensor):
         global_step = int(global_step.item())
+    elif isinstance(global_step, str) and global_step.strip().isdigit():
+        global_step = int(global_step)
     return CheckpointFile(path=path, state_dict=state_dict, kind=kind, global_step=global_step, extra=extra)
 
 
@@ -365,11 +438,13 @@ def _shape(shape: Iterable[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
-def _listing(title: str, items: list[str]) -> str:
-    if not items:
-        return ""
+def _first(items: list[str]) -> str:
     more = f" ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return f"\n  {title} ({len(items)}): " + "; ".join(items[:_MAX_LISTED]) + more
+    return "; ".join(items[:_MAX_LISTED]) + more
+
+
+def _listing(title: str, items: list[str]) -> str:
+    return f"\n  {title} ({len(items)}): " + _first(items) if items else ""
 
 
 def _mismatch_error(
@@ -478,10 +553,15 @@ def _check_report(
     if allow_partial:
         missing, unexpected = [], []
     else:
-        unexpected = report.unexpected
+        # Extra keys are ignored as by the official loader, except motion modules of the model's own
+        # blocks that the config lacks: a stage-2 file under a stage-1 / decoder-only config (the
+        # temporal layers would silently be left out).
+        unexpected = [k for k in report.unexpected if k.startswith(_UNET_BLOCKS) and ".motion_modules." in k]
     if wrong or missing or unexpected:
         hint = ""
-        if ckpt is not None and ckpt.kind == UNET_STAGE1 and any(".motion_modules." in k for k in missing):
+        if unexpected:
+            hint = "The file has motion modules the config has none of: use a config with use_motion_module (stage2)."
+        elif ckpt is not None and ckpt.kind == UNET_STAGE1 and any(".motion_modules." in k for k in missing):
             hint = (
                 "A stage-1 checkpoint has no motion modules: use a stage1 config for it, or (training) "
                 "load it with allow_partial=True so the motion modules start from their fresh init."
@@ -493,6 +573,12 @@ def _check_report(
         missing = [f"{k} {_shape(shapes[k])}" for k in missing]
         unexpected = [f"{k} {_shape(state_shapes[k])}" for k in unexpected]
         raise _mismatch_error(what, ckpt, source, expected, missing, unexpected, wrong, hint)
+    if report.unexpected and not allow_partial:
+        logger.warning(
+            "%s %s: %d keys of the file are not part of the model and are ignored, as by the official "
+            "loader: %s", what, source, len(report.unexpected),
+            _first([f"{k} {_shape(state_shapes[k])}" for k in report.unexpected]),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -508,6 +594,81 @@ def config_next_to(path: str | Path) -> Path | None:
         if cand != path and cand.is_file():
             return cand
     return None
+
+
+#: Face resolution named in a file, folder or title: LatentSync 1.5 works on 256 px crops, 1.6 on 512 px.
+_RESOLUTION_WORDS = (
+    (re.compile(r"(?<!\d)(?:1[._-]5|v15|256)(?!\d)"), 256),
+    (re.compile(r"(?<!\d)(?:1[._-]6|v16|512)(?!\d)"), 512),
+)
+_RESOLUTION_ENTRY = re.compile(r"resolution\W{0,4}(256|512)(?!\d)")
+
+
+def _resolution_in(text: str) -> int | None:
+    found = {res for pattern, res in _RESOLUTION_WORDS if pattern.search(text.lower())}
+    return found.pop() if len(found) == 1 else None
+
+
+def detect_unet_resolution(path: str | Path, default: int = 512) -> int:
+    """Face resolution a U-Net file states for itself: 256 (LatentSync 1.5) or 512 (1.6), else ``default``.
+
+    The 1.5 and 1.6 weights have the same keys and shapes (spec 0: identical architecture), so the
+    tensors cannot tell them apart; what a file can state is read, in this order:
+
+    1. its name, then its folder's name: ``1.5`` / ``v15`` / ``256`` -> 256, ``1.6`` / ``v16`` / ``512``
+       -> 512 (words of both kinds -> undecided);
+    2. a config marker beside it (:func:`config_next_to`) with ``data.resolution``;
+    3. a ``.safetensors`` header's metadata (only the header is read): an entry like ``resolution`` /
+       ``modelspec.resolution`` (``512x512``), or a title / name / version naming 1.5 or 1.6.
+
+    The decision and where it came from are logged. Unreadable files give ``default`` (the loader
+    reports them).
+
+    Returns: 256 or 512 (or ``default``).
+    """
+    found, where = _stated_resolution(Path(path))
+    if found is None:
+        logger.info(
+            "U-Net %s: %s says whether it is LatentSync 1.5 or 1.6 (their weights have the same shapes); "
+            "assuming %d px; choose the version explicitly if that is wrong", path, where, default,
+        )
+        return default
+    logger.info("U-Net %s: %d px (LatentSync %s), from %s", path, found, "1.5" if found == 256 else "1.6", where)
+    return found
+
+
+def _stated_resolution(path: Path) -> tuple[int | None, str]:
+    """(resolution or None, where it was read) for :func:`detect_unet_resolution`."""
+    for text, where in ((path.stem, "file name"), (path.parent.name, "folder name")):
+        found = _resolution_in(text)
+        if found:
+            return found, f"the {where} {text!r}"
+    marker = config_next_to(path)
+    if marker is not None:
+        from latentsync.config import load_config
+
+        found = (load_config(marker).get("data") or {}).get("resolution")
+        if found in (256, 512):
+            return int(found), f"data.resolution in {marker.name}"
+    nothing = "nothing in its name, its folder's name or a config beside it"
+    try:
+        if _sniff(path) != "safetensors":
+            return None, nothing
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+    except Exception:  # unreadable files are reported by the loader itself
+        return None, nothing
+    for key, value in metadata.items():
+        match = _RESOLUTION_ENTRY.search(f"{key}={value}".lower())
+        if match:
+            return int(match.group(1)), f"the metadata entry {key!r}"
+    for key, value in metadata.items():
+        found = _resolution_in(str(value)) if any(w in key.lower() for w in ("title", "name", "version")) else None
+        if found:
+            return found, f"the metadata entry {key}={str(value)[:60]!r}"
+    return None, nothing + " or in its metadata"
 
 
 def _model_section(cfg: Any, source: str) -> dict[str, Any]:
@@ -629,10 +790,11 @@ def load_unet(
     from latentsync.models.unet import UNet3DConditionModel
 
     ckpt = read_checkpoint(path)
-    if ckpt.kind not in UNET_KINDS and not (allow_partial and ckpt.kind == UNKNOWN):
+    if ckpt.kind not in UNET_KINDS and not (allow_partial and ckpt.kind in (SD_UNET, UNKNOWN)):
+        hint = "; Stable Diffusion weights only initialise training (allow_partial=True)" if ckpt.kind == SD_UNET else ""
         raise CheckpointError(
             f"U-Net checkpoint {ckpt.path}: the file looks like {ckpt.description}, not a LatentSync "
-            "U-Net (expected latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6)"
+            f"U-Net (expected latentsync_unet.pt from ByteDance/LatentSync-1.5 or -1.6){hint}"
         )
     if config is None:
         cfg, origin = _infer_unet_config(ckpt, resolution)
@@ -705,33 +867,96 @@ def load_syncnet(
     return model
 
 
-def load_whisper(path: str | Path, device: str | torch.device = "cpu"):
+#: OpenAI Whisper sizes by encoder (width, layers), as in openai-whisper's model list.
+_WHISPER_SIZES = {(384, 4): "tiny", (512, 6): "base", (768, 12): "small", (1024, 24): "medium", (1280, 32): "large"}
+#: Encoder width -> the Whisper size the U-Net's cross-attention expects (spec 1.2: 384 tiny, 768 small).
+_WHISPER_FOR_WIDTH = {384: "tiny", 768: "small"}
+_ENGLISH_ONLY_VOCAB = 51864  # the ``.en`` models; the multilingual ones have 51865 tokens (or 51866: large-v3)
+
+
+def _get_whisper(size: str) -> str:
+    """What to download instead, for error messages."""
+    if size == "tiny":
+        return (
+            "get the OpenAI checkpoint tiny.pt: checkpoints/whisper/tiny.pt of ByteDance/LatentSync-1.6 (or -1.5), "
+            "or https://openaipublic.azureedge.net/main/whisper/models/"
+            "65147644a518d12f04e32d6f3b26facc3f8dd46e5390956a9424a650c0ce22b9/tiny.pt"
+        )
+    return f"get the OpenAI checkpoint {size}.pt (openai-whisper's model list)"
+
+
+def _whisper_size(width: int, layers: int, n_mels: int, n_vocab: int) -> str:
+    """Name of an OpenAI Whisper size (``tiny``, ``tiny.en``, ``large-v3``, ...) from its dimensions."""
+    name = _WHISPER_SIZES.get((int(width), int(layers)))
+    if name is None:
+        return f"of no OpenAI size (encoder width {width}, {layers} layers)"
+    if name == "large" and int(n_mels) == 128:
+        return "large-v3"
+    return name + ".en" if int(n_vocab) == _ENGLISH_ONLY_VOCAB else name
+
+
+def _whisper_file_in(folder: Path, wanted: str) -> Path:
+    """The Whisper checkpoint a folder stands for, or a CheckpointError saying what the folder is."""
+    import json
+
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            cfg = json.loads(config.read_text())
+        except (OSError, ValueError):
+            cfg = {}
+        if isinstance(cfg, dict) and cfg.get("model_type") == "whisper":
+            size = _whisper_size(cfg.get("d_model", 0), cfg.get("encoder_layers", 0), cfg.get("num_mel_bins", 80),
+                                 cfg.get("vocab_size", 0))
+            raise CheckpointError(
+                f"Whisper checkpoint {folder}: is a Hugging Face transformers Whisper folder (Whisper {size}, "
+                f"like openai/whisper-{size}); LatentSync reads OpenAI's own format "
+                f"{{'dims', 'model_state_dict'}}: {_get_whisper(wanted)}"
+            )
+    for candidate in (folder / f"{wanted}.pt", folder / "whisper" / f"{wanted}.pt"):
+        if candidate.is_file():
+            logger.info("Whisper checkpoint %s: is a folder; using %s", folder, candidate)
+            return candidate
+    raise CheckpointError(
+        f"Whisper checkpoint {folder}: is a folder without {wanted}.pt; expected the file itself: {_get_whisper(wanted)}"
+    )
+
+
+def load_whisper(path: str | Path, device: str | torch.device = "cpu", *, encoder_width: int = 384):
     """Load an OpenAI Whisper checkpoint from a local file (spec 2.8), never from the network.
 
     Equivalent to ``whisper.load_model(<absolute path>, device)``: builds ``whisper.model.Whisper``
-    from ``dims`` in float32 and loads ``model_state_dict`` strictly (fp16 files are upcast).
+    from ``dims`` in float32 and loads ``model_state_dict`` (fp16 / bf16 files are upcast; keys that
+    are not part of the model are ignored with a warning, missing keys and wrong shapes are errors).
 
     Args:
-        path: ``checkpoints/whisper/tiny.pt`` (a name such as ``"tiny"`` is refused: it would download).
+        path: ``checkpoints/whisper/tiny.pt`` (a name such as ``"tiny"`` is refused: it would download),
+            or a folder holding ``tiny.pt`` (or ``whisper/tiny.pt``).
         device: target device.
+        encoder_width: the U-Net's ``cross_attention_dim``; the Whisper size must match it (spec 1.2:
+            384 -> tiny, LatentSync 1.5/1.6; 768 -> small).
 
     Returns: ``whisper.model.Whisper`` in eval mode.
 
     Raises:
         MissingWeightsError: no such file.
-        CheckpointError: not a Whisper checkpoint, or weights that do not fit ``dims``.
+        CheckpointError: not an OpenAI Whisper checkpoint (a transformers ``openai/whisper-*`` folder or
+            file, another model), another size than the U-Net needs (``base``, ``tiny.en``, ...), or
+            weights that do not fit ``dims``; the message says what to get instead.
     """
+    wanted = _WHISPER_FOR_WIDTH.get(int(encoder_width), f"with encoder width {encoder_width}")
     p = Path(path).expanduser()
     if not p.exists():
-        raise MissingWeightsError(
-            f"Whisper checkpoint {path}: not found; put the OpenAI whisper tiny.pt there "
-            "(checkpoints/whisper/tiny.pt from ByteDance/LatentSync-1.6)"
-        )
+        raise MissingWeightsError(f"Whisper checkpoint {path}: not found; {_get_whisper(wanted)}")
+    if p.is_dir():
+        p = _whisper_file_in(p, wanted)
     ckpt = read_checkpoint(p.resolve())
     if ckpt.kind != WHISPER or "dims" not in ckpt.extra:
+        looks = ("holds OpenAI Whisper weights without their 'dims' (a bare re-save)" if ckpt.kind == WHISPER
+                 else f"the file looks like {ckpt.description}")
         raise CheckpointError(
-            f"Whisper checkpoint {p}: the file looks like {ckpt.description}; expected an OpenAI whisper "
-            "checkpoint {'dims': {...}, 'model_state_dict': {...}} such as whisper/tiny.pt"
+            f"Whisper checkpoint {p}: {looks}; expected an OpenAI whisper checkpoint "
+            f"{{'dims': {{...}}, 'model_state_dict': {{...}}}}: {_get_whisper(wanted)}"
         )
     from whisper.model import ModelDimensions, Whisper
 
@@ -739,6 +964,13 @@ def load_whisper(path: str | Path, device: str | torch.device = "cpu"):
         dims = ModelDimensions(**ckpt.extra["dims"])
     except TypeError as err:
         raise CheckpointError(f"Whisper checkpoint {p}: invalid 'dims' {ckpt.extra['dims']!r}: {err}") from err
+    size = _whisper_size(dims.n_audio_state, dims.n_audio_layer, dims.n_mels, dims.n_vocab)
+    if size != wanted:
+        raise CheckpointError(
+            f"Whisper checkpoint {p}: is Whisper {size} (encoder width {dims.n_audio_state}, "
+            f"{dims.n_audio_layer} layers, {dims.n_mels} mel bins, {dims.n_vocab} tokens); the U-Net's audio "
+            f"cross-attention (width {encoder_width}) was trained on Whisper {wanted}: {_get_whisper(wanted)}"
+        )
     model = Whisper(dims)
     shapes = _model_shapes(model)
     to_load, report, wrong = _compare(shapes, ckpt.state_dict, False)

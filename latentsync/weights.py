@@ -12,7 +12,9 @@ checkpoints`` -- ``huggingface-cli download`` in older hubs -- gives, plus the V
       [stable_syncnet.pt]                only for training / evaluation
 
 Instead of the VAE folder a single file ``sd-vae-ft-mse.safetensors`` (or the original
-``vae-ft-mse-840000-ema-pruned.safetensors``) in the checkpoint folder is accepted.
+``vae-ft-mse-840000-ema-pruned.safetensors``) in the checkpoint folder is accepted, and instead of
+``latentsync_unet.pt`` a re-pack ``latentsync_unet.safetensors`` (``.pth``, ``.ckpt``, ``.bin``; the
+forms :mod:`latentsync.checkpoints` reads).
 
 Missing files are fetched with ``huggingface_hub`` into the folder when ``download=True`` and the
 hub is reachable; offline (``HF_HUB_OFFLINE=1``), with ``download=False`` or on a failed download,
@@ -47,6 +49,7 @@ VAE_REPO = "stabilityai/sd-vae-ft-mse"
 VAE_DIRNAME = "sd-vae-ft-mse"
 _VAE_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _VAE_SINGLE_FILES = ("sd-vae-ft-mse.safetensors", "vae-ft-mse-840000-ema-pruned.safetensors")
+_UNET_SUFFIXES = (".pt", ".safetensors", ".pth", ".ckpt", ".bin")  # the official .pt first
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class WeightPaths:
     """Local paths of everything inference needs.
 
     Attributes:
-        unet: ``latentsync_unet.pt``.
+        unet: ``latentsync_unet.pt`` (or a re-pack ``latentsync_unet.safetensors``, ...).
         whisper: ``whisper/tiny.pt``.
         vae: the diffusers VAE folder (``config.json`` + weights) or a single ``.safetensors`` file.
         unet_config: YAML whose ``model:`` section fits ``unet``: the marker beside the checkpoint if
@@ -98,6 +101,10 @@ def _hf_hub_download(repo_id: str, filename: str, local_dir: str) -> str:
     from huggingface_hub import hf_hub_download
 
     return hf_hub_download(repo_id=repo_id, filename=filename, local_dir=local_dir)
+
+
+def _unet_present(checkpoint_dir: Path) -> Path | None:
+    return next((p for p in (checkpoint_dir / f"latentsync_unet{s}" for s in _UNET_SUFFIXES) if p.is_file()), None)
 
 
 def _vae_present(checkpoint_dir: Path) -> Path | None:
@@ -151,10 +158,12 @@ def resolve_weights(
     checkpoint_dir = Path(checkpoint_dir).expanduser()
     repo = UNET_REPOS[resolution]
 
-    wanted = [RemoteFile(repo, "latentsync_unet.pt", checkpoint_dir), RemoteFile(repo, "whisper/tiny.pt", checkpoint_dir)]
+    wanted = [RemoteFile(repo, "whisper/tiny.pt", checkpoint_dir)]
     if include_syncnet:
         wanted.append(RemoteFile(repo, "stable_syncnet.pt", checkpoint_dir))
     missing = [f for f in wanted if not f.target.is_file()]
+    if _unet_present(checkpoint_dir) is None:
+        missing.insert(0, RemoteFile(repo, "latentsync_unet.pt", checkpoint_dir))
     if _vae_present(checkpoint_dir) is None:
         vae_dir = checkpoint_dir / VAE_DIRNAME
         missing += [f for f in (RemoteFile(VAE_REPO, "config.json", vae_dir),
@@ -178,7 +187,7 @@ def resolve_weights(
                     _missing_message(missing[i:], checkpoint_dir, f"download of {item.filename} gave no file")
                 )
 
-    unet = checkpoint_dir / "latentsync_unet.pt"
+    unet = _unet_present(checkpoint_dir) or checkpoint_dir / "latentsync_unet.pt"
     vae = _vae_present(checkpoint_dir)
     if vae is None:  # only if a download reported success without writing the weights
         raise MissingWeightsError(f"VAE in {checkpoint_dir}: {VAE_DIRNAME}/ is incomplete after the download")

@@ -55,13 +55,17 @@ def _model_files() -> list[str]:
 
 
 def _is_whisper(name: str) -> bool:
-    return name.replace("\\", "/").split("/")[0].lower() == WHISPER_SUBFOLDER
+    """Whisper by name: under ``whisper/``, ``whisper`` in the name, or OpenAI's ``tiny.pt`` / ``tiny.en.pt``."""
+    low = name.replace("\\", "/").lower()
+    return WHISPER_SUBFOLDER in low or low.rsplit("/", 1)[-1] in ("tiny.pt", "tiny.en.pt")
 
 
 def list_unet_files() -> list[str]:
     """U-Net checkpoints in the ``latentsync`` model folders (relative names, sorted).
 
-    Whisper (``whisper/``), SyncNet (``*syncnet*``) and VAE folders (``*vae*``) are left out.
+    Every weight file of any name (``WEIGHT_EXTENSIONS``; e.g. re-packed ``*.safetensors``) except,
+    by name, Whisper (:func:`_is_whisper`), SyncNet (``*syncnet*``) and VAE files or folders
+    (``*vae*``). A wrong pick is refused at load time, naming what the file looks like.
     """
     out = []
     for name in _model_files():
@@ -73,7 +77,7 @@ def list_unet_files() -> list[str]:
 
 
 def list_whisper_files() -> list[str]:
-    """Whisper checkpoints: files under ``latentsync/whisper/`` (``whisper/tiny.pt``)."""
+    """Whisper checkpoints by name (:func:`_is_whisper`): ``whisper/tiny.pt``, ``whisper-tiny.pt``, ``tiny.pt``."""
     return [n for n in _model_files() if _is_whisper(n)]
 
 
@@ -93,6 +97,9 @@ def full_model_path(name: str) -> str:
 def unet_resolution_for(path: str, version: str) -> int:
     """Face-crop resolution R for a U-Net file and the loader's version choice (see loaders.VERSIONS).
 
+    ``auto``: what the file states (``latentsync.checkpoints.detect_unet_resolution``: its name or
+    folder, a config beside it, safetensors metadata), else 512 (1.6).
+
     Raises:
         ValueError: an unknown version string.
     """
@@ -102,16 +109,9 @@ def unet_resolution_for(path: str, version: str) -> int:
         return 256
     if version != "auto":
         raise ValueError(f"input 'version': expected one of auto, 1.6 (512), 1.5 (256), got {version!r}")
-    name = os.path.basename(path).lower()
-    if "1.5" in name or "1_5" in name or "256" in name:
-        return 256
-    from latentsync.checkpoints import config_next_to
-    from latentsync.config import load_config
+    from latentsync.checkpoints import detect_unet_resolution
 
-    marker = config_next_to(path)  # a checkpoint with a config beside it (tiny test models) states its resolution
-    cfg = load_config(marker) if marker is not None else {}
-    found = (cfg.get("data") or {}).get("resolution")
-    return int(found) if found else 512
+    return detect_unet_resolution(path)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@ from .sockets import CATEGORY, LatentSyncModel, WhisperModel
 VERSIONS = ["auto", "1.6 (512)", "1.5 (256)"]
 """Version choice. The 1.5 and 1.6 U-Nets share one architecture (identical ``model:`` config and tensor
 shapes, spec 0/2.1), so the choice only sets the face-crop resolution: 1.6 -> 512, 1.5 -> 256.
-``auto``: 256 when the file name contains ``1.5`` or ``256``, a config stored with the checkpoint
-where there is one (tiny test models), else 512."""
+``auto``: what the file states (``latentsync.checkpoints.detect_unet_resolution``): ``1.5``/``256`` or
+``1.6``/``512`` in the file or folder name, a config stored beside the checkpoint (tiny test models),
+the resolution or title in a ``.safetensors`` file's metadata; else 512. The weights themselves cannot
+tell 1.5 from 1.6 (same shapes)."""
 
 
 class UNetLoader(io.ComfyNode):
@@ -25,7 +27,8 @@ class UNetLoader(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Loads a LatentSync U-Net checkpoint from models/latentsync/ (official "
-                "latentsync_unet.pt of LatentSync 1.5 or 1.6). ComfyUI moves it to the GPU when the "
+                "latentsync_unet.pt of LatentSync 1.5 or 1.6, or a re-pack of it under any name: .pt, "
+                ".pth, .ckpt, .bin, .safetensors, fp16/bf16). ComfyUI moves it to the GPU when the "
                 "sampler runs and may offload it afterwards."
             ),
             inputs=[
@@ -37,7 +40,8 @@ class UNetLoader(io.ComfyNode):
                     "version", options=VERSIONS, default="auto",
                     tooltip=(
                         "Model config. 1.6 works on 512x512 face crops, 1.5 on 256x256. 'auto' takes "
-                        "1.5 when the file name contains '1.5' or '256', else 1.6."
+                        "what the file or folder name says ('1.5'/'256' or '1.6'/'512'), else the "
+                        "resolution in a .safetensors file's metadata, else 1.6."
                     ),
                 ),
             ],

@@ -226,11 +226,13 @@ def test_unsafe_pickle_is_refused(tmp_path):
 
 def test_missing_state_dict_entry(tmp_path):
     path = tmp_path / "model.pt"
-    torch.save({"model": {"a.weight": torch.ones(1)}, "epoch": 3}, path)
-    msg = _raises(path, "no 'state_dict' entry")
-    assert "'model'" in msg and "'epoch'" in msg
+    torch.save({"weights": {"a.weight": torch.ones(1)}, "epoch": 3}, path)
+    msg = _raises(path, "no state dict")
+    assert "'weights'" in msg and "'epoch'" in msg and "'state_dict'" in msg
     torch.save({"state_dict": [1, 2]}, path)
-    _raises(path, "not a mapping of names to tensors")
+    _raises(path, "no state dict")
+    torch.save({"model": {"state_dict": {"a.weight": [1]}}}, path)
+    _raises(path, r"looked in \['model'\]\['state_dict'\]")
 
 
 def test_syncnet_checkpoint_given_as_unet(tmp_path):
@@ -262,15 +264,16 @@ def test_wrong_shapes_name_keys_and_shapes(tmp_path, tiny_unet):
     assert unet.load_report.dropped == ["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"]
 
 
-def test_unexpected_keys_are_errors_unless_partial(tmp_path, tiny_unet):
-    sd = dict(tiny_unet.state_dict())
-    sd["extra_head.weight"] = torch.zeros(3, 3)
-    path = tmp_path / "extra.pt"
-    ck.save_official_checkpoint(sd, path)
-    msg = _raises(path, "unexpected in the file", loader=lambda p: ck.load_unet(p, tiny.tiny_unet_config()))
-    assert "extra_head.weight (3, 3)" in msg
-    unet = ck.load_unet(path, tiny.tiny_unet_config(), allow_partial=True)
-    assert unet.load_report.unexpected == ["extra_head.weight"]
+def test_motion_modules_the_config_lacks_are_an_error(tmp_path, unet_file):
+    cfg = tiny.tiny_unet_config()
+    cfg["use_motion_module"] = False  # a stage-2 file under a stage-1 config
+    msg = _raises(unet_file, "unexpected in the file", loader=lambda p: ck.load_unet(p, cfg))
+    assert "motion_modules" in msg and "use_motion_module" in msg
+    cfg = tiny.tiny_unet_config()
+    cfg["motion_module_decoder_only"] = True  # stage2_efficient: motion modules of the down blocks left over
+    _raises(unet_file, r"(?s)unexpected in the file.*down_blocks\.0\.motion_modules", loader=lambda p: ck.load_unet(p, cfg))
+    unet = ck.load_unet(unet_file, cfg, allow_partial=True)  # training may drop them on purpose
+    assert unet.load_report.unexpected and all(k.startswith("down_blocks.") for k in unet.load_report.unexpected)
 
 
 def test_stage1_checkpoint_into_stage2_model(tmp_path, tiny_unet):
@@ -443,3 +446,217 @@ def test_config_helpers(tmp_path):
     own.write_text("data: {resolution: 256}\n")
     with pytest.raises(InvalidInputError, match="no `model:` section"):
         load_unet_config(own)
+
+
+# ---------------------------------------------------------------------------------------- re-packed forms
+# Every form a user may hold of the published U-Net, built from the tiny random model: the loaded model
+# must give the canonical file's outputs (bit for bit; fp16 / bf16 files: those of the canonical
+# weights rounded to that dtype, which is within that dtype's rounding of the canonical output).
+
+
+@pytest.fixture(scope="module")
+def canonical_output(tiny_unet):
+    sample, t, audio = _inputs()
+    with torch.no_grad():
+        return tiny_unet(sample, t, encoder_hidden_states=audio).sample
+
+
+def _output_of(path, **kwargs):
+    sample, t, audio = _inputs()
+    unet = ck.load_unet(path, tiny.tiny_unet_config(), **kwargs)
+    with torch.no_grad():
+        return unet, unet(sample, t, encoder_hidden_states=audio).sample
+
+
+def _save(obj, path):
+    if path.suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in obj.items()}, str(path))
+    else:
+        torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".bin", ".safetensors"])
+def test_every_extension_with_the_same_content_loads_the_same(tmp_path, tiny_unet, canonical_output, suffix):
+    sd = tiny_unet.state_dict()
+    path = _save(dict(sd) if suffix == ".safetensors" else {"global_step": 5, "state_dict": dict(sd)},
+                 tmp_path / f"renamed_unet{suffix}")
+    unet, out = _output_of(path)
+    assert torch.equal(out, canonical_output)
+    assert unet.load_report.unexpected == [] and unet.load_report.missing == []
+
+
+@pytest.mark.parametrize(
+    "name, wrap",
+    [
+        ("nested_state_dict.ckpt", lambda sd: {"state_dict": {"state_dict": sd, "global_step": 3}, "epoch": 1}),
+        ("model_entry.pth", lambda sd: {"model": sd, "optimizer": {"lr": 1e-5}}),
+        ("model_then_state_dict.pt", lambda sd: {"model": {"state_dict": sd}}),
+        ("deepspeed.pt", lambda sd: {"module": sd, "global_step": 3}),
+        ("ddp_compiled.pt", lambda sd: {"state_dict": {"module._orig_mod." + k: v for k, v in sd.items()}}),
+        ("unet_prefix.pt", lambda sd: {"unet." + k: v for k, v in sd.items()}),
+        ("model_prefix.safetensors", lambda sd: {"model." + k: v for k, v in sd.items()}),
+    ],
+)
+def test_nested_and_prefixed_files_load_the_canonical_weights(tmp_path, tiny_unet, canonical_output, caplog, name, wrap):
+    path = _save(wrap(dict(tiny_unet.state_dict())), tmp_path / name)
+    with caplog.at_level("INFO", logger="latentsync.checkpoints"):
+        unet, out = _output_of(path)
+    assert torch.equal(out, canonical_output)
+    if "prefix" in name or "ddp" in name:
+        assert any("prefix is removed" in r.getMessage() for r in caplog.records)
+    if name.startswith(("nested", "deepspeed")):
+        assert unet.checkpoint_global_step == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_safetensors_with_a_comfyui_prefix_are_cast_to_the_inference_dtype(
+        tmp_path, tiny_unet, canonical_output, dtype):
+    sd = tiny_unet.state_dict()
+    path = _save({"model.diffusion_model." + k: v.to(dtype) for k, v in sd.items()},
+                 tmp_path / f"latentsync_unet_{str(dtype)[6:]}.safetensors")
+    assert ck.read_checkpoint(path).kind == ck.UNET_STAGE2
+    unet, out = _output_of(path)  # inference dtype float32
+    assert all(v.dtype == torch.float32 for v in unet.state_dict().values())
+    rounded = tiny.build_tiny_unet(seed=0)
+    rounded.load_state_dict({k: v.to(dtype).float() for k, v in sd.items()})
+    sample, t, audio = _inputs()
+    with torch.no_grad():
+        assert torch.equal(out, rounded(sample, t, encoder_hidden_states=audio).sample)
+    eps = torch.finfo(dtype).eps
+    err = (out - canonical_output).abs().max() / canonical_output.abs().max()
+    assert err < 8 * eps, f"relative error {float(err):.2e} vs {dtype} eps {eps:.1e}"
+    half = ck.load_unet(path, tiny.tiny_unet_config(), dtype=torch.float16)
+    assert all(v.dtype == torch.float16 for v in half.state_dict().values())
+
+
+def test_extra_keys_and_an_ema_duplicate_set_are_ignored_with_one_warning(tmp_path, tiny_unet, canonical_output, caplog):
+    sd = dict(tiny_unet.state_dict())
+    extra = {"ema." + k: v * 0.5 for k, v in sd.items()}  # an EMA copy beside the weights
+    extra["betas"] = torch.linspace(0, 1, 1000)  # a leftover scheduler buffer
+    extra["down_blocks.0.attentions.0.position_ids"] = torch.arange(77)  # a leftover module buffer
+    path = _save({"global_step": 1, "state_dict": {**sd, **extra}}, tmp_path / "with_ema.pt")
+    with caplog.at_level("WARNING", logger="latentsync.checkpoints"):
+        unet, out = _output_of(path)
+    assert torch.equal(out, canonical_output)  # the plain weights, as the official loader takes them
+    assert sorted(unet.load_report.unexpected) == sorted(extra)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"{len(extra)} keys of the file are not part of the model" in warnings[0]
+    assert f"... and {len(extra) - 5} more" in warnings[0] and str(path) in warnings[0]
+
+
+def test_missing_keys_and_wrong_shapes_stay_errors_in_repacks(tmp_path, tiny_unet):
+    sd = {"unet." + k: v.half() for k, v in tiny_unet.state_dict().items()}
+    sd.pop("unet.up_blocks.3.resnets.2.conv2.weight")
+    sd["unet.conv_out.bias"] = torch.zeros(5, dtype=torch.float16)
+    path = _save(sd, tmp_path / "broken.safetensors")
+    msg = _raises(path, "missing from the file", loader=lambda p: ck.load_unet(p, tiny.tiny_unet_config()))
+    assert "up_blocks.3.resnets.2.conv2.weight" in msg and "conv_out.bias (5) vs (4)" in msg
+
+
+@pytest.fixture(scope="module")
+def wrong_models():
+    """(file name, content, kind named in the refusal) of each other model a user may pick by mistake."""
+    from diffusers import UNet2DConditionModel
+
+    sd_unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=4, norm_num_groups=16,
+    )
+    whisper_hf = {"model.encoder.conv1.weight": torch.ones(4, 80, 3), "model.encoder.embed_positions.weight": torch.ones(1500, 4),
+                  "model.encoder.layers.0.self_attn.k_proj.weight": torch.ones(4, 4),
+                  "model.decoder.embed_tokens.weight": torch.ones(10, 4)}  # transformers WhisperForConditionalGeneration names
+    return [
+        ("syncnet.safetensors", tiny.build_tiny_syncnet(0).state_dict(), "a StableSyncNet"),
+        ("vae.safetensors", tiny.build_tiny_vae(0).state_dict(), "a VAE"),
+        ("whisper.pt", tiny.build_tiny_whisper(0).state_dict(), "an OpenAI Whisper checkpoint"),
+        ("sd_unet.safetensors", sd_unet.state_dict(), "a Stable Diffusion U-Net"),
+        ("whisper_hf.safetensors", whisper_hf, "a Hugging Face transformers Whisper model"),
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_wrong_model_files_are_refused_naming_their_kind(tmp_path, wrong_models, prefix):
+    for name, sd, kind in wrong_models:
+        sd = {prefix + k: v for k, v in sd.items()}
+        obj = {"dims": tiny.tiny_whisper_dims(), "model_state_dict": sd} if name == "whisper.pt" else sd
+        path = _save(obj, tmp_path / name)
+        msg = _raises(path, f"looks like {kind}", loader=ck.load_unet)
+        assert "not a LatentSync U-Net" in msg, name
+    _raises(tmp_path / "sd_unet.safetensors", "only initialise training", loader=ck.load_unet)
+
+
+# ---------------------------------------------------------------------------------------- whisper forms
+
+
+def _whisper_dims(**changes):
+    return {**tiny.tiny_whisper_dims(), **changes}
+
+
+def test_whisper_of_another_size_or_format_says_what_to_get(tmp_path):
+    stub = {"encoder.conv1.weight": torch.zeros(1), "encoder.blocks.0.attn.query.weight": torch.zeros(1)}
+    cases = {
+        "base.pt": (_whisper_dims(n_audio_state=512, n_audio_layer=6, n_audio_head=8), "is Whisper base"),
+        "tiny.en.pt": (_whisper_dims(n_vocab=51864), "is Whisper tiny.en"),
+        "large-v3.pt": (_whisper_dims(n_audio_state=1280, n_audio_layer=32, n_mels=128, n_vocab=51866), "is Whisper large-v3"),
+    }
+    for name, (dims, what) in cases.items():
+        path = tmp_path / name
+        torch.save({"dims": dims, "model_state_dict": stub}, path)
+        msg = _raises(path, what, loader=ck.load_whisper)
+        assert "trained on Whisper tiny" in msg and "tiny.pt" in msg and "ByteDance/LatentSync-1.6" in msg
+    for model, d_model, layers, size in (("openai/whisper-tiny", 384, 4, "tiny"), ("openai/whisper-base", 512, 6, "base")):
+        folder = tmp_path / model.split("/")[1]
+        folder.mkdir()
+        (folder / "config.json").write_text(
+            f'{{"model_type": "whisper", "d_model": {d_model}, "encoder_layers": {layers}, "num_mel_bins": 80, "vocab_size": 51865}}')
+        _save({"model.encoder.embed_positions.weight": torch.zeros(1500, 4)}, folder / "model.safetensors")
+        msg = _raises(folder, f"transformers Whisper folder \\(Whisper {size}, like {model}\\)", loader=ck.load_whisper)
+        assert "tiny.pt" in msg and "ByteDance/LatentSync-1.6" in msg
+        msg = _raises(folder / "model.safetensors", "looks like a Hugging Face transformers Whisper", loader=ck.load_whisper)
+        assert "tiny.pt" in msg
+    _raises(tmp_path / "base.pt", "is Whisper base", loader=lambda p: ck.load_whisper(p, encoder_width=768))
+    _save(stub, tmp_path / "tiny.safetensors")
+    _raises(tmp_path / "tiny.safetensors", "Whisper weights without their 'dims'.*tiny.pt", loader=ck.load_whisper)
+    _raises(tmp_path, "folder without tiny.pt", loader=ck.load_whisper)
+
+
+def test_whisper_folder_and_extra_keys(tmp_path, caplog):
+    path = tiny.write_tiny_whisper_checkpoint(tmp_path / "checkpoints" / "whisper" / "tiny.pt")
+    expected = tiny.build_tiny_whisper(0).state_dict()
+    for where in (tmp_path / "checkpoints", tmp_path / "checkpoints" / "whisper"):
+        got = ck.load_whisper(where).state_dict()
+        assert all(torch.equal(got[k], v.half().float()) for k, v in expected.items() if k.startswith("encoder."))
+    raw = torch.load(path, weights_only=True)
+    raw["model_state_dict"]["encoder.leftover"] = torch.zeros(2)
+    torch.save(raw, tmp_path / "extra.pt")
+    with caplog.at_level("WARNING", logger="latentsync.checkpoints"):
+        ck.load_whisper(tmp_path / "extra.pt")
+    assert any("1 keys of the file are not part of the model" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------- 1.5 or 1.6
+
+
+def test_detect_unet_resolution_reads_what_a_renamed_file_states(tmp_path, tiny_unet, caplog):
+    sd = {k: v.contiguous() for k, v in list(tiny_unet.state_dict().items())[:3]}
+
+    def write(rel, metadata=None):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(path), metadata=metadata)
+        return path
+
+    assert ck.detect_unet_resolution(write("a/latentsync_1.5_unet_fp16.safetensors")) == 256
+    assert ck.detect_unet_resolution(write("a/LatentSync-v16.safetensors")) == 512
+    assert ck.detect_unet_resolution(write("LatentSync-1.5/unet.safetensors")) == 256  # the folder says it
+    assert ck.detect_unet_resolution(write("b/unet_fp16.safetensors", {"modelspec.resolution": "256x256"})) == 256
+    assert ck.detect_unet_resolution(write("c/unet_bf16.safetensors", {"modelspec.title": "LatentSync 1.5"})) == 256
+    assert ck.detect_unet_resolution(write("d/unet.safetensors", {"config": '{"data": {"resolution": 256}}'})) == 256
+    marked = tiny.write_tiny_unet_checkpoint(tmp_path / "e" / "my_unet.pt")  # marker: data.resolution 256
+    assert ck.detect_unet_resolution(marked) == 256
+    with caplog.at_level("INFO", logger="latentsync.checkpoints"):
+        assert ck.detect_unet_resolution(write("f/unet_fp16.safetensors", {"format": "pt"})) == 512
+        assert ck.detect_unet_resolution(write("f/latentsync_1.5_512.safetensors"), default=256) == 256  # ambiguous
+    assert "assuming 512 px" in caplog.records[0].getMessage()

@@ -268,6 +268,26 @@ def test_file_lists_split_unet_and_whisper(tiny_dir):
         models.full_model_path("nope.pt")
 
 
+def test_file_lists_take_renamed_and_repacked_files(tmp_path):
+    from safetensors.torch import save_file
+
+    names = ["LatentSync-1.5/unet_fp16.safetensors", "latentsync_unet.pt", "unet.ckpt", "unet.pth", "unet.bin",
+             "whisper-tiny.pt", "tiny.pt", "whisper/tiny.pt", "stable_syncnet.pt", "sd-vae-ft-mse.safetensors",
+             "sd-vae-ft-mse/diffusion_pytorch_model.safetensors", "notes.txt"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        save_file({"conv_in.weight": torch.zeros(1)}, str(tmp_path / name))
+    STATE.folders["latentsync"] = ([str(tmp_path)], set(models.WEIGHT_EXTENSIONS))
+    assert models.list_unet_files() == ["LatentSync-1.5/unet_fp16.safetensors", "latentsync_unet.pt", "unet.bin",
+                                        "unet.ckpt", "unet.pth"]
+    assert models.list_whisper_files() == ["tiny.pt", "whisper-tiny.pt", "whisper/tiny.pt"]
+    # version auto: the folder names 1.5; a file stating nothing is taken as 1.6 unless its metadata says 1.5
+    assert models.unet_resolution_for(models.full_model_path("LatentSync-1.5/unet_fp16.safetensors"), "auto") == 256
+    assert models.unet_resolution_for(models.full_model_path("unet.bin"), "auto") == 512
+    save_file({"conv_in.weight": torch.zeros(1)}, str(tmp_path / "unet.bin"), metadata={"modelspec.resolution": "256x256"})
+    assert models.unet_resolution_for(models.full_model_path("unet.bin"), "auto") == 256
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tiny_dir):
     from nodes.loaders import UNetLoader

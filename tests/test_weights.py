@@ -47,6 +47,14 @@ def test_complete_folder_resolves_without_download(tmp_path):
     assert paths.unet_config == CONFIG_DIR / "unet" / "stage2.yaml"
 
 
+def test_repacked_unet_file_is_taken_without_download(tmp_path):
+    root = _fake_official_dir(tmp_path / "ckpt")
+    (root / "latentsync_unet.pt").rename(root / "latentsync_unet.safetensors")
+    assert W.resolve_weights(root, download=False).unet == root / "latentsync_unet.safetensors"
+    (root / "latentsync_unet.pt").write_bytes(b"u")  # the official file wins when both are there
+    assert W.resolve_weights(root, download=False).unet == root / "latentsync_unet.pt"
+
+
 def test_single_file_vae_and_config_marker(tmp_path):
     root = _fake_official_dir(tmp_path / "ckpt", vae_single_file=True)
     (root / "latentsync_unet.yaml").write_text("model: {}\n")
