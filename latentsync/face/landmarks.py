@@ -238,7 +238,7 @@ def to_legacy_anchor_convention(xy: np.ndarray) -> np.ndarray:
         float64 ``[K, 2]``, a new array.
     """
     xy = _check_mesh(xy).copy()
-    origin, axes, scale = face_frame(anchor_points(xy, rounded=False))
+    _, axes, scale = face_frame(anchor_points(xy, rounded=False))
     shifts = TASKS_ANCHOR_OFFSETS @ axes * scale  # [3, 2] pixels
     groups = (
         sorted({p for pair in BROW_LEFT_PAIRS for p in pair}),
