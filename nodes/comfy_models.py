@@ -81,6 +81,17 @@ def list_whisper_files() -> list[str]:
     return [n for n in _model_files() if _is_whisper(n)]
 
 
+def model_folders() -> list[str]:
+    """The ``latentsync`` model folders in ComfyUI's order (extra_model_paths entries included);
+    the face stage looks for ``face_landmarker.task`` there first."""
+    import folder_paths
+
+    try:
+        return list(folder_paths.get_folder_paths(MODEL_FOLDER))
+    except KeyError:
+        return []
+
+
 def full_model_path(name: str) -> str:
     """Absolute path of a file of the ``latentsync`` folders (ValueError naming the folders)."""
     import folder_paths

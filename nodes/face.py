@@ -9,6 +9,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .comfy_convert import collect_image, faces_preview
+from .comfy_models import model_folders
 from .comfy_progress import ComfyProgress
 from .comfy_vae import generated_faces
 from .comfy_video import frame_source, is_video, scratch_dir, temp_folder, write_video
@@ -53,7 +54,9 @@ class FaceCropAlign(io.ComfyNode):
         from latentsync.pipeline.stages import align_source
         from latentsync.video.segments import collect_crops
 
-        with frame_source(images) as source, FaceAligner(int(resolution), fps=float(source.fps or 25)) as aligner:
+        with frame_source(images) as source, FaceAligner(
+            int(resolution), fps=float(source.fps or 25), search_dirs=model_folders()
+        ) as aligner:
             crops = align_source(source, aligner, callback=ComfyProgress(),
                                  collect=lambda parts: collect_crops(parts, temp_folder()))
         no_face = ",".join(str(i) for i in crops.no_face_indices)

@@ -24,6 +24,13 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHARED = Path(os.environ.get("LATENTSYNC_SHARED_DIR", REPO_ROOT.parent / "shared"))
 PARITY = Path(os.environ.get("LATENTSYNC_PARITY_DIR", SHARED / "parity"))
 MEDIA = SHARED / "media"
+TASK_MODEL = SHARED / "models" / "mediapipe" / "face_landmarker.task"
+
+# The Tasks landmarker (mediapipe >= 0.10.30 has no other) reads the real model from ../shared/models
+# like the parity data, unless LATENTSYNC_MODELS_DIR points elsewhere (CI's user stack sets it).
+# Subprocesses (the CLI tests) inherit it.
+if "LATENTSYNC_MODELS_DIR" not in os.environ and TASK_MODEL.is_file():
+    os.environ["LATENTSYNC_MODELS_DIR"] = str(TASK_MODEL.parents[1])
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -42,6 +49,28 @@ def media_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"media file {name} not found in {MEDIA}")
     return path
+
+
+def tasks_model() -> Path:
+    """The real ``face_landmarker.task`` (lookup without download); skips when there is none."""
+    from latentsync.errors import MissingWeightsError
+    from latentsync.face.landmarker_model import resolve_face_landmarker_task
+
+    pytest.importorskip("mediapipe.tasks", reason="mediapipe without the Tasks API")
+    try:
+        return resolve_face_landmarker_task(download=False)
+    except MissingWeightsError:
+        pytest.skip(f"no face_landmarker.task for the Tasks backend (put it in {TASK_MODEL.parent} "
+                    "or $LATENTSYNC_MODELS_DIR/mediapipe/)")
+
+
+def require_landmarks() -> None:
+    """Skip the calling test unless some mediapipe backend can produce landmarks offline (the
+    bundled legacy face mesh, or the Tasks API with a ``face_landmarker.task`` found)."""
+    from latentsync.face.landmarks import has_legacy_face_mesh
+
+    if not has_legacy_face_mesh():
+        tasks_model()
 
 
 def load_fixture_json(name: str) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_landmarks
 from latentsync.cli import main
 from latentsync.video.io import VideoWriter
 
@@ -133,5 +133,6 @@ def test_missing_checkpoint_files_offline(media, capsys, tmp_path, monkeypatch):
 
 def test_video_without_any_face(media, capsys, tmp_path):
     """A grey video: every frame passes alignment without a face -> NoFaceError, no output."""
+    require_landmarks()
     line = _run(capsys, tmp_path, video=media["grey"], audio=media["wav"])
     assert "no face" in line and "grey.mp4" in line

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import media_file, parity_file
+from conftest import media_file, parity_file, require_landmarks
 from latentsync.errors import InvalidInputError
 from latentsync.face.aligner import FaceAligner
 from latentsync.face.alignment import (
@@ -40,7 +40,7 @@ from latentsync.face.alignment import (
     invert_affine,
     similarity_transform,
 )
-from latentsync.face.landmarks import anchor_points, has_legacy_face_mesh
+from latentsync.face.landmarks import anchor_points
 from latentsync.face.masks import load_mask
 from latentsync.face.paste import paste_back, paste_faces
 from latentsync.face.warp import resize_crops, warp_to_crops
@@ -270,8 +270,7 @@ def test_smoothing_reduces_anchor_motion_on_real_clip() -> None:
     """First 50 frames of demo1 (tracking): One-Euro lowers frame-to-frame anchor motion and jerk."""
     import av
 
-    if not has_legacy_face_mesh():
-        pytest.skip("mediapipe without bundled FaceMesh")
+    require_landmarks()
     frames = []
     with av.open(str(media_file("demo1_video.mp4"))) as container:
         for frame in container.decode(video=0):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, require_landmarks
 from latentsync.cli import main
 from latentsync.types import FaceCrops
 from latentsync.video.io import VideoWriter, iter_frames, probe_video, read_audio
@@ -137,6 +137,7 @@ def _psnr(mse: float) -> float:
 
 
 def _run_cli(video: Path, audio: Path, out: Path, *extra: str) -> None:
+    require_landmarks()
     rc = main(["infer", "--video", str(video), "--audio", str(audio), "--output", str(out), "--tiny-random",
                "--resolution", "256", "--steps", STEPS, "--quiet", *extra])
     assert rc == 0

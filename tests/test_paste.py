@@ -9,11 +9,10 @@ from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import invert_affine_transform, warp_affine
 from kornia.morphology import erosion
 
-from conftest import media_file
+from conftest import media_file, require_landmarks
 from latentsync.errors import InvalidInputError, NoFaceError
 from latentsync.face.aligner import FaceAligner
 from latentsync.face.alignment import crop_bbox_in_frame, crop_size, face_template, similarity_transform
-from latentsync.face.landmarks import has_legacy_face_mesh
 from latentsync.face.paste import blur_sigma, paste_back, paste_faces
 from latentsync.face.warp import frame_windows, warp_to_crops
 from latentsync.pipeline.stages import require_face
@@ -37,8 +36,7 @@ def demo_frames() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def aligned(demo_frames: np.ndarray):
-    if not has_legacy_face_mesh():
-        pytest.skip("mediapipe without bundled FaceMesh")
+    require_landmarks()
     aligner = FaceAligner(256)
     crops = aligner.align(demo_frames, start_index=7)
     yield aligner, crops

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import media_file
+from conftest import media_file, require_landmarks
 
 from latentsync.errors import InvalidInputError
 from training.preprocess.common import Options
@@ -101,6 +101,7 @@ def test_output_inside_input_is_refused(tmp_path):
 
 
 def test_pipeline_on_real_clip(raw_dir, tmp_path):
+    require_landmarks()
     from latentsync.models.syncnet import StableSyncNet
     from latentsync.video.io import probe_video, read_audio
     from omegaconf import OmegaConf

@@ -55,13 +55,15 @@ class FaceAligner:
         resolution: 256 or 512, side of the aligned faces.
         landmarker: a :class:`~latentsync.face.landmarks.Landmarker`; default: created on first use
             by :func:`~latentsync.face.landmarks.create_landmarker` in video (tracking) mode (bundled
-            mediapipe FaceMesh, else Tasks with ``face_landmarker.task`` from ``models_dir``).
+            mediapipe FaceMesh, else Tasks with ``face_landmarker.task``).
         smoothing: see above.
         mask_name: inpainting mask (``mask.png`` .. ``mask4.png`` or a PNG path).
         device: torch device for the warps (default CPU); outputs are CPU tensors.
         fps: frame rate of the video (Hz) for the smoothing filter and Tasks timestamps.
-        models_dir: folder of ``face_landmarker.task`` (Tasks backend only).
-        download: allow downloading ``face_landmarker.task`` (Tasks backend only).
+        model_path, search_dirs, download: Tasks backend only: an explicit ``face_landmarker.task``
+            (file or folder), ComfyUI's ``latentsync`` folders searched before the env var and the
+            user cache, and whether a missing file may be downloaded (see
+            :func:`~latentsync.face.landmarker_model.resolve_face_landmarker_task`).
 
     Raises:
         InvalidInputError: unsupported ``resolution`` or ``smoothing``, bad ``fps``.
@@ -80,7 +82,8 @@ class FaceAligner:
         mask_name: str = "mask.png",
         device: torch.device | str | None = None,
         fps: float = 25.0,
-        models_dir: str | None = None,
+        model_path: str | None = None,
+        search_dirs: tuple[str, ...] | list[str] = (),
         download: bool = True,
     ) -> None:
         self.resolution = check_resolution(resolution)
@@ -109,7 +112,9 @@ class FaceAligner:
         self.fps = float(fps)
         self._landmarker = landmarker
         self._owns_landmarker = landmarker is None
-        self._landmarker_args = dict(video_mode=True, models_dir=models_dir, download=download, fps=self.fps)
+        self._landmarker_args = dict(
+            video_mode=True, model_path=model_path, search_dirs=tuple(search_dirs), download=download, fps=self.fps
+        )
         self.last_raw_anchors = np.zeros((0, 3, 2))
         self.last_anchors = np.zeros((0, 3, 2))
         self._reset_state()

@@ -16,24 +16,29 @@ The official code uses InsightFace's 106-point landmarks (integers). The mapping
 (image-left brow) = midpoints of mesh pairs 70/46, 63/53, 105/52, 66/65, 107/55; rows 101-105
 (image-right brow) = midpoints of 300/276, 293/283, 334/282, 296/295, 336/285; rows 74, 77, 83, 86
 (nose) = mesh points 195, 5, 4, 1; all rounded to integers like InsightFace's.
+
+The Tasks model is another network than the legacy mesh (so is the legacy ``refine_landmarks``
+one): on the demo clips in tracking mode its anchors differ from the legacy ones by 3.0-4.7 px
+(mean worst coordinate per frame; bench/bench_tasks_alignment.py). Most of that is not a fixed
+mapping error: it varies smoothly over time (lag-1 autocorrelation ~0.8), largely as a shift of the
+whole mesh, with a different pattern per clip and even between a clip and its mirror image; the
+legacy mesh itself disagrees with its own mirrored run by 2.8-2.9 px. What is systematic is small:
+the Tasks brows sit ~1 % of the brow distance further apart (wider faces) and the nose and brows a
+little lower. :data:`TASKS_ANCHOR_OFFSETS` removes that part (fitted on demo1 + demo2, original and
+mirrored; demo3 held out: 3.03 -> 2.58 px); the Tasks backend applies it to the mesh points that
+feed each anchor, so both anchor paths (rounded and sub-pixel) see legacy-convention points.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import urllib.request
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
 from latentsync.errors import InvalidInputError, MissingWeightsError
+from latentsync.face.landmarker_model import FACE_LANDMARKER_URL, resolve_face_landmarker_task
 
-FACE_LANDMARKER_TASK = "face_landmarker.task"
-FACE_LANDMARKER_URL = (
-    "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
-)
 NUM_MESH_POINTS = 468
 
 BROW_LEFT_ROWS = (43, 48, 49, 51, 50)
@@ -42,6 +47,11 @@ BROW_RIGHT_ROWS = (101, 102, 103, 104, 105)
 BROW_RIGHT_PAIRS = ((300, 276), (293, 283), (334, 282), (296, 295), (336, 285))
 NOSE_ROWS = (74, 77, 83, 86)
 NOSE_POINTS = (195, 5, 4, 1)
+
+#: Mean legacy-minus-Tasks anchor offsets (brow-L, brow-R, nose) in the face frame of the Tasks
+#: anchors: x along brow-L -> brow-R, y perpendicular towards the nose (a mirrored face gets the
+#: mirrored frame), both in units of the brow distance. Fitted by bench/bench_tasks_alignment.py.
+TASKS_ANCHOR_OFFSETS = np.array([[0.0075, -0.0050], [-0.0057, -0.0071], [-0.0036, -0.0109]])
 
 
 @runtime_checkable
@@ -127,6 +137,8 @@ class MediaPipeTasksLandmarker:
         model_path: path of ``face_landmarker.task``.
         video_mode: True (default) uses the VIDEO running mode (tracking; frame timestamps are
             derived from the frame index and ``fps``); False uses IMAGE mode (per-frame detection).
+        legacy_anchors: True (default) moves the anchor-feeding mesh points to the legacy mesh's
+            convention (:func:`to_legacy_anchor_convention`); False returns the model's raw points.
         fps: nominal frame rate used only to make VIDEO-mode timestamps (ms).
         min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
 
@@ -141,6 +153,7 @@ class MediaPipeTasksLandmarker:
         fps: float = 25.0,
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
+        legacy_anchors: bool = True,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -160,13 +173,15 @@ class MediaPipeTasksLandmarker:
             min_tracking_confidence=float(min_tracking_confidence),
         )
         self._mp = mp
+        self._legacy_anchors = bool(legacy_anchors)
         self._video_mode = bool(video_mode)
         self._ms_per_frame = 1000.0 / float(fps)
         self._last_ts = -1
         self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
 
     def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
-        """Mesh points float64 ``[478, 2]`` in pixels, or None (see :class:`Landmarker`)."""
+        """Mesh points float64 ``[478, 2]`` in pixels (legacy anchor convention unless
+        ``legacy_anchors=False``), or None (see :class:`Landmarker`)."""
         frame = _check_frame(frame)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=frame)
         if self._video_mode:
@@ -178,7 +193,8 @@ class MediaPipeTasksLandmarker:
         if not result.face_landmarks:
             return None
         height, width = frame.shape[:2]
-        return _to_pixels(result.face_landmarks[0], width, height)
+        xy = _to_pixels(result.face_landmarks[0], width, height)
+        return to_legacy_anchor_convention(xy) if self._legacy_anchors else xy
 
     def reset(self) -> None:
         self._landmarker.close()
@@ -187,6 +203,51 @@ class MediaPipeTasksLandmarker:
 
     def close(self) -> None:
         self._landmarker.close()
+
+
+def face_frame(anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Face frame of three anchors (brow-L, brow-R, nose), float64 ``[3, 2]`` pixels.
+
+    Returns:
+        ``(origin [2], axes [2, 2], scale)``: origin = mean of the anchors; ``axes[0]`` = unit vector
+        brow-L -> brow-R, ``axes[1]`` = its perpendicular on the nose's side (so a mirrored face gets
+        the mirrored frame); scale = brow distance in pixels. Face coordinates of a point ``p`` are
+        ``axes @ (p - origin) / scale``.
+    """
+    origin = anchors.mean(axis=0)
+    across = anchors[1] - anchors[0]
+    scale = float(np.linalg.norm(across))
+    ex = across / scale
+    ey = np.array([-ex[1], ex[0]])
+    if ey @ (anchors[2] - origin) < 0:
+        ey = -ey
+    return origin, np.stack([ex, ey]), scale
+
+
+def to_legacy_anchor_convention(xy: np.ndarray) -> np.ndarray:
+    """Tasks mesh points with the anchor-feeding points moved by :data:`TASKS_ANCHOR_OFFSETS`.
+
+    Each anchor's offset (face units, in the frame of the Tasks anchors) is turned into pixels and
+    added to every mesh point that feeds that anchor (brow pairs, nose points), so the sub-pixel
+    anchors move by exactly the offset; all other points are unchanged.
+
+    Args:
+        xy: float64 ``[K >= 468, 2]`` Tasks mesh points in frame pixels.
+
+    Returns:
+        float64 ``[K, 2]``, a new array.
+    """
+    xy = _check_mesh(xy).copy()
+    _, axes, scale = face_frame(anchor_points(xy, rounded=False))
+    shifts = TASKS_ANCHOR_OFFSETS @ axes * scale  # [3, 2] pixels
+    groups = (
+        sorted({p for pair in BROW_LEFT_PAIRS for p in pair}),
+        sorted({p for pair in BROW_RIGHT_PAIRS for p in pair}),
+        list(NOSE_POINTS),
+    )
+    for points, shift in zip(groups, shifts):
+        xy[points] += shift
+    return xy
 
 
 def _to_pixels(landmarks: object, width: int, height: int) -> np.ndarray:
@@ -209,56 +270,10 @@ def has_legacy_face_mesh() -> bool:
     return _legacy_face_mesh_module() is not None
 
 
-def default_models_dir() -> Path:
-    """Where ``face_landmarker.task`` is looked for by default: ``$LATENTSYNC_MODELS_DIR/mediapipe``,
-    else ``~/.cache/latentsync/mediapipe``."""
-    root = os.environ.get("LATENTSYNC_MODELS_DIR")
-    return Path(root) / "mediapipe" if root else Path.home() / ".cache" / "latentsync" / "mediapipe"
-
-
-def resolve_face_landmarker_task(models_dir: str | Path | None = None, download: bool = True) -> Path:
-    """Path of ``face_landmarker.task`` in ``models_dir``, downloading it there if allowed.
-
-    Args:
-        models_dir: folder holding (or to receive) ``face_landmarker.task``; default
-            :func:`default_models_dir`.
-        download: fetch the file from Google's mediapipe model storage when it is missing.
-
-    Returns:
-        the existing file's path.
-
-    Raises:
-        MissingWeightsError: missing and ``download`` is False, or the download failed (offline);
-            the message says where to put the file.
-    """
-    folder = Path(models_dir) if models_dir is not None else default_models_dir()
-    path = folder / FACE_LANDMARKER_TASK
-    if path.is_file():
-        return path
-    hint = (
-        f"mediapipe face landmarker model missing: put {FACE_LANDMARKER_TASK} (from {FACE_LANDMARKER_URL}) "
-        f"at {path}, or install mediapipe==0.10.21, which bundles its face mesh"
-    )
-    if not download:
-        raise MissingWeightsError(hint)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-        os.close(fd)
-        try:
-            urllib.request.urlretrieve(FACE_LANDMARKER_URL, tmp)  # noqa: S310 (fixed https URL)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError as err:
-        raise MissingWeightsError(f"{hint} (download failed: {err})") from err
-    return path
-
-
 def create_landmarker(
     video_mode: bool = True,
-    models_dir: str | Path | None = None,
+    model_path: str | Path | None = None,
+    search_dirs: Iterable[str | Path] = (),
     download: bool = True,
     fps: float = 25.0,
     backend: str = "auto",
@@ -267,8 +282,9 @@ def create_landmarker(
 
     Args:
         video_mode: True = tracking (legacy ``static_image_mode=False`` / Tasks VIDEO mode).
-        models_dir: folder of ``face_landmarker.task`` for the Tasks backend.
-        download: allow downloading ``face_landmarker.task`` when the Tasks backend needs it.
+        model_path, search_dirs, download: where the Tasks backend finds ``face_landmarker.task``
+            (an explicit file or folder; ComfyUI's ``latentsync`` folders) and whether it may be
+            downloaded; see :func:`~latentsync.face.landmarker_model.resolve_face_landmarker_task`.
         fps: nominal frame rate for Tasks VIDEO-mode timestamps.
         backend: "auto" (legacy FaceMesh if bundled, else Tasks), "legacy" or "tasks".
 
@@ -280,7 +296,7 @@ def create_landmarker(
         raise InvalidInputError(f"backend: expected 'auto', 'legacy' or 'tasks', got {backend!r}")
     if backend == "legacy" or (backend == "auto" and has_legacy_face_mesh()):
         return MediaPipeFaceMesh(static_image_mode=not video_mode)
-    path = resolve_face_landmarker_task(models_dir, download=download)
+    path = resolve_face_landmarker_task(model_path, search_dirs, download=download)
     return MediaPipeTasksLandmarker(path, video_mode=video_mode, fps=fps)
 
 
