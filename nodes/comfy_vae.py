@@ -50,9 +50,24 @@ class ComfyVAE:
         mean = self.vae.encode(x).to("cpu", torch.float32)
         return SimpleNamespace(latent_dist=SimpleNamespace(mean=mean, std=torch.zeros_like(mean)))
 
-    def decode_faces(self, samples: torch.Tensor) -> torch.Tensor:
-        """LATENT samples (unscaled) ``[n, 4, h, w]`` -> faces float32 ``[n, 8h, 8w, 3]`` 0..1 (CPU)."""
-        return self.vae.decode(samples.detach().to("cpu", torch.float32)).to("cpu", torch.float32)
+    def decode_faces(self, samples: torch.Tensor, batch_size: int = 8, callback=None) -> torch.Tensor:
+        """LATENT samples (unscaled) ``[n, 4, h, w]`` -> faces float32 ``[n, 8h, 8w, 3]`` 0..1 (CPU).
+
+        ``batch_size`` latents per ``VAE.decode`` call; ``callback`` gets ``Progress("decode", done, n)``
+        before each call and after the last.
+        """
+        from latentsync.pipeline.stages import report
+
+        n = int(samples.shape[0])
+        out = None
+        for s in range(0, n, int(batch_size)):
+            report(callback, "decode", s, n)
+            img = self.vae.decode(samples[s:s + batch_size].detach().to("cpu", torch.float32)).to("cpu", torch.float32)
+            if out is None:
+                out = torch.empty((n,) + tuple(img.shape[1:]), dtype=torch.float32)
+            out[s:s + img.shape[0]] = img
+        report(callback, "decode", n, n)
+        return out
 
 
 def latent_samples(latent: Any, name: str = "latent") -> torch.Tensor:
@@ -79,23 +94,8 @@ def to_latent(scaled: torch.Tensor) -> dict:
 
 
 def decode_latent(vae: Any, latent: Mapping, batch_size: int, callback=None) -> torch.Tensor:
-    """LATENT (unscaled) -> IMAGE ``[F, 8h, 8w, 3]`` 0..1 through ComfyUI's VAE, ``batch_size`` frames a call.
-
-    ``callback`` gets ``Progress("decode", done, F)`` before each call and after the last.
-    """
-    from latentsync.pipeline.stages import report
-
-    adapter, samples = ComfyVAE(vae), latent_samples(latent)
-    f = samples.shape[0]
-    out = None
-    for s in range(0, f, int(batch_size)):
-        report(callback, "decode", s, f)
-        img = adapter.decode_faces(samples[s:s + batch_size])
-        if out is None:
-            out = torch.empty((f,) + tuple(img.shape[1:]), dtype=torch.float32)
-        out[s:s + img.shape[0]] = img
-    report(callback, "decode", f, f)
-    return out
+    """LATENT (unscaled) -> IMAGE ``[F, 8h, 8w, 3]`` 0..1 through ComfyUI's VAE (see :meth:`ComfyVAE.decode_faces`)."""
+    return ComfyVAE(vae).decode_faces(latent_samples(latent), batch_size, callback)
 
 
 def generated_faces(faces: Any, vae: Any, crops: Any):

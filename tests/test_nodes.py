@@ -81,6 +81,29 @@ class _ModelPatcher:
         self.model, self.load_device, self.offload_device = model, load_device, offload_device
 
 
+class FakeVideo:
+    """``comfy_api`` ``VideoFromFile`` stand-in: a stream source, its size, an optional trim window
+    (ComfyUI >= 0.3.7x) and an optional crop (reported by ``get_dimensions`` as ComfyUI does)."""
+
+    def __init__(self, source, trim=None, crop_size=None):
+        self.source, self.crop_size = source, crop_size
+        if trim is not None:
+            self.get_active_trim_window = lambda: trim
+
+    def get_stream_source(self):
+        return self.source
+
+    def get_dimensions(self):
+        if self.crop_size is not None:
+            return self.crop_size
+        import av
+
+        if hasattr(self.source, "seek"):
+            self.source.seek(0)
+        with av.open(self.source) as c:
+            return c.streams.video[0].width, c.streams.video[0].height
+
+
 def _install_stubs() -> types.SimpleNamespace:
     io = types.ModuleType("comfy_api.latest.io")
     for name, t, w in [("Image", "IMAGE", False), ("Mask", "MASK", False), ("Latent", "LATENT", False),
@@ -93,18 +116,22 @@ def _install_stubs() -> types.SimpleNamespace:
     io.Schema, io.NodeOutput, io.ComfyNode = _Rec, _NodeOutput, _ComfyNode
     latest = types.ModuleType("comfy_api.latest")
     latest.io = io
+    latest.InputImpl = types.SimpleNamespace(VideoFromFile=FakeVideo)
     latest.ComfyExtension = type("ComfyExtension", (), {})
     api = types.ModuleType("comfy_api")
     api.latest = latest
 
-    state = types.SimpleNamespace(interrupt=False, loaded=[], folders={}, temp=None)
+    state = types.SimpleNamespace(interrupt=False, interrupt_in=None, loaded=[], folders={}, temp=None)
     utils = types.ModuleType("comfy.utils")
     utils.ProgressBar = _ProgressBar
     mm = types.ModuleType("comfy.model_management")
 
     def throw():
+        if state.interrupt_in is not None:  # Cancel pressed after that many more checks
+            state.interrupt_in -= 1
+            state.interrupt = state.interrupt_in < 0
         if state.interrupt:
-            state.interrupt = False
+            state.interrupt, state.interrupt_in = False, None
             raise _Interrupted("interrupted")
 
     mm.throw_exception_if_processing_interrupted = throw
@@ -162,7 +189,7 @@ from latentsync.types import AudioEmbeds, FaceCrops  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _fresh_state(tmp_path):
-    STATE.interrupt = False
+    STATE.interrupt, STATE.interrupt_in = False, None
     STATE.temp = str(tmp_path / "comfy_temp")
     STATE.loaded.clear()
     STATE.folders.clear()
@@ -468,7 +495,7 @@ class FakeAligner:
     def align(self, frames, start_index=0):
         FakeAligner.seen.append((start_index, frames.shape[0], frames.dtype))
         n = frames.shape[0]
-        dark = [start_index + i for i in range(n) if frames[i].float().mean() < 25]
+        dark = [start_index + i for i in range(n) if torch.as_tensor(frames[i]).float().mean() < 25]
         c = _crops(n, dark, frames.shape[1], frames.shape[2])
         c.affine_matrices[:, 0, 2] = torch.arange(start_index, start_index + n, dtype=torch.float32)
         return c
@@ -593,3 +620,166 @@ def test_select_crops_renumbers_faceless_frames_for_a_loop():
     assert sel.affine_matrices[:, 0, 2].tolist() == [0, 1, 2, 3, 3, 2, 1]
     joined = FaceCrops.concat([_crops(2, [1]), _crops(3, [2, 4])])
     assert len(joined) == 5 and joined.no_face_indices == [1, 2, 4]
+
+
+# ------------------------------------------------------------------------------------------------
+# VIDEO in, VIDEO out (the streaming path)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def face_clip(tmp_path_factory):
+    """8 frames of the demo1 cut at half size (540x960, 25 fps) and 0.4 s of its speech (12 output
+    frames: the video is looped forward/backward)."""
+    from latentsync.video.io import VideoWriter, iter_frames, read_audio
+
+    src, wav = REPO_ROOT / "examples" / "demo1_3s.mp4", REPO_ROOT / "examples" / "demo1_3s.wav"
+    if not src.is_file():
+        pytest.skip("examples/demo1_3s.mp4 not present")
+    d = tmp_path_factory.mktemp("clip")
+    frames = next(iter_frames(src, chunk_size=8))
+    small = torch.nn.functional.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(960, 540),
+                                            mode="area").round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    with VideoWriter(d / "clip.mp4", 25, 540, 960, crf=10) as w:
+        w.write(small.numpy())
+    speech = read_audio(wav, 16000)[:6400]
+    import soundfile as sf
+
+    sf.write(d / "speech.wav", speech, 16000, subtype="FLOAT")
+    return d / "clip.mp4", d / "speech.wav", speech
+
+
+class ComfyLikeVAE:
+    """The CLI side of the comparison: a diffusers-style VAE computing exactly what ComfyUI's VAE does
+    through :class:`ComfyVAE` (posterior mean; decode clamped), so both paths see the same VAE."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def __init__(self, comfy_vae):
+        self.adapter = ComfyVAE(comfy_vae)
+        self.ae = comfy_vae.ae
+        self.config = self.adapter.config
+
+    def encode(self, x):
+        return self.adapter.encode(x)
+
+    @torch.no_grad()
+    def decode(self, z):
+        return types.SimpleNamespace(sample=self.ae.decode(z).sample.clamp(-1, 1))
+
+
+def test_video_nodes_give_the_cli_frames(tmp_path, tiny_dir, tiny_model, face_clip):
+    """LoadVideo -> Face Crop & Align -> Whisper Audio -> Sampler -> Paste Back (VIDEO + LATENT) gives
+    the frames of LipSyncPipeline (the CLI) for the same clip, speech, seed and VAE; fps and audio kept."""
+    pytest.importorskip("whisper")
+    from latentsync.models.tiny import build_tiny_vae
+    from latentsync.pipeline.lipsync import LipSyncPipeline
+    from latentsync.video.io import iter_frames, probe_video, read_audio
+    from nodes.audio import LoadWhisperAudio
+    from nodes.face import FaceCropAlign, PasteBackFaces
+    from nodes.loaders import WhisperLoader
+    from nodes.sampler import LatentSyncSampler
+
+    video_path, wav, speech = face_clip
+    STATE.folders["latentsync"] = ([str(tiny_dir)], set(models.WEIGHT_EXTENSIONS))
+    (whisper,) = _run(WhisperLoader, whisper_name="whisper/tiny.pt")
+    vae = FakeComfyVAE(build_tiny_vae(0))
+    video, audio = FakeVideo(str(video_path)), {"waveform": torch.from_numpy(speech)[None, None], "sample_rate": 16000}
+
+    crops, _, _, _ = _run(FaceCropAlign, images=video, resolution="256")
+    embeds, n = _run(LoadWhisperAudio, audio=audio, whisper=whisper, fps=1.0, video=video)
+    (latent,) = _run(LatentSyncSampler, model=tiny_model, vae=vae, face_crops=crops, audio_embeds=embeds, seed=7,
+                     steps=1, guidance_scale=1.5, deepcache=False)
+    images, out = _run(PasteBackFaces, images=video, faces=latent, face_crops=crops, audio=audio, vae=vae)
+    assert images is None and n == 12 and len(crops) == 8
+
+    cli = tmp_path / "cli.mp4"
+    pipe = LipSyncPipeline(tiny_model.patcher.model.inner, ComfyLikeVAE(vae), whisper.patcher.model.inner,
+                           resolution=256, device="cpu")
+    pipe(video_path, wav, cli, num_inference_steps=1, guidance_scale=1.5, seed=7)
+
+    got = out.get_stream_source()
+    assert Path(got).parent == Path(STATE.temp) and probe_video(got).fps == 25.0
+    assert probe_video(got).num_frames == probe_video(cli).num_frames == 12
+    a, b = np.concatenate(list(iter_frames(got))), np.concatenate(list(iter_frames(cli)))
+    assert np.array_equal(a, b), f"max abs difference {np.abs(a.astype(int) - b).max()}"
+    assert len(read_audio(got)) == len(read_audio(cli)) == 6400  # the whole 0.4 s of speech (cut, never padded)
+    assert sorted(p.name for p in Path(STATE.temp).iterdir()) == [Path(got).name]  # no scratch left
+
+
+@pytest.fixture(scope="module")
+def counting_video(tmp_path_factory):
+    """20 frames 32x48 at 25 fps, frame i filled with grey level 10 * i + 20 (survives H.264); frame 0
+    is dark, which FakeAligner takes for a frame without a face."""
+    from latentsync.video.io import VideoWriter
+
+    path = tmp_path_factory.mktemp("count") / "count.mp4"
+    with VideoWriter(path, 25, 48, 32, crf=0) as w:
+        w.write(np.stack([np.full((32, 48, 3), 10 * i + 20, np.uint8) for i in range(20)]))
+    return path
+
+
+def _levels(video) -> list[int]:
+    from latentsync.video.io import iter_frames
+
+    return [int(f[16, 24, 0]) for c in iter_frames(video.get_stream_source()) for f in c]
+
+
+def test_video_input_streams_its_trim_window_and_refuses_a_crop(fake_face, counting_video):
+    import io
+
+    from nodes.face import FaceCropAlign, PasteBackFaces
+
+    trimmed = FakeVideo(str(counting_video), trim=(0.2, 0.4))  # frames 5..14 (t = i / 25 in [0.2, 0.6))
+    crops, faces, _, _ = _run(FaceCropAlign, images=trimmed, resolution="256")
+    assert len(crops) == 10 and [(s, n) for s, n, _ in FakeAligner.seen] == [(0, 10)]
+    images, out = _run(PasteBackFaces, images=trimmed, faces=torch.rand(14, R, R, 3), face_crops=crops,
+                       audio={"waveform": torch.zeros(1, 2, 48000), "sample_rate": 48000})
+    src = list(range(5, 15)) + [14, 13, 12, 11]  # ping-pong over the trimmed frames
+    assert images is None and np.abs(np.array(_levels(out)) - (10 * np.array(src) + 20)).max() <= 3
+    from latentsync.video.io import probe_video, read_audio
+
+    assert probe_video(out.get_stream_source()).fps == 25.0
+    assert abs(len(read_audio(out.get_stream_source())) - 14 / 25 * 16000) < 400  # cut to 14 frames
+
+    in_memory = FakeVideo(io.BytesIO(Path(counting_video).read_bytes()))  # a stream source that is not a file
+    crops2, *_ = _run(FaceCropAlign, images=in_memory, resolution="256")
+    assert len(crops2) == 20
+    with pytest.raises(ValueError, match="cannot apply a LoadVideo crop"):
+        _run(FaceCropAlign, images=FakeVideo(str(counting_video), crop_size=(16, 16)), resolution="256")
+    with pytest.raises(Exception, match="holds no frame"):
+        _run(FaceCropAlign, images=FakeVideo(str(counting_video), trim=(5.0, 0.0)), resolution="256")
+
+
+def test_cancel_during_a_video_paste_leaves_no_file(fake_face, counting_video):
+    from nodes.face import FaceCropAlign, PasteBackFaces
+
+    video = FakeVideo(str(counting_video))
+    crops, *_ = _run(FaceCropAlign, images=video, resolution="256")
+    before = sorted(Path(STATE.temp).rglob("*"))
+    STATE.interrupt_in = 2  # Cancel while the second output chunk is pasted
+    with pytest.raises(_Interrupted):
+        _run(PasteBackFaces, images=video, faces=torch.rand(40, R, R, 3), face_crops=crops)
+    assert sorted(Path(STATE.temp).rglob("*")) == before  # no partial video, no loop spill
+    assert Path(counting_video).stat().st_size > 0
+
+
+def test_long_video_crops_travel_in_a_temp_file(fake_face, counting_video, monkeypatch):
+    import gc
+
+    import latentsync.video.segments as segments
+    from nodes.face import FaceCropAlign, PasteBackFaces
+
+    monkeypatch.setattr(segments, "SPILL_BYTES", 2 * R * R * 3)  # spill after 2 frames
+    video = FakeVideo(str(counting_video))
+    crops, preview, _, no_face = _run(FaceCropAlign, images=video, resolution="256")
+    assert isinstance(crops, segments.SpilledFaceCrops) and len(crops) == 20
+    files = list(Path(STATE.temp).glob("faces-*.u8"))
+    assert len(files) == 1 and files[0].stat().st_size == 20 * R * R * 3
+    assert preview.shape == (20, R, R, 3) and no_face == "0"
+    sel = crops.select([3, 0, 19])
+    assert sel.no_face_indices == [1] and sel.affine_matrices[:, 0, 2].tolist() == [3, 0, 19]
+    _, out = _run(PasteBackFaces, images=video, faces=torch.rand(20, R, R, 3), face_crops=crops)
+    assert np.abs(np.array(_levels(out)) - (10 * np.arange(20) + 20)).max() <= 3
+    del crops, sel
+    gc.collect()
+    assert not list(Path(STATE.temp).glob("faces-*.u8"))  # removed with the last reference

@@ -58,7 +58,7 @@ VHS = {
 }
 
 _TYPE = {"Image": "IMAGE", "Mask": "MASK", "Latent": "LATENT", "Audio": "AUDIO", "Vae": "VAE", "Int": "INT",
-         "Float": "FLOAT", "Boolean": "BOOLEAN", "String": "STRING", "Combo": "COMBO"}
+         "Float": "FLOAT", "Boolean": "BOOLEAN", "String": "STRING", "Combo": "COMBO", "Video": "VIDEO"}
 _CUSTOM = {"LatentSyncModel": "LATENTSYNC_MODEL", "WhisperModel": "LATENTSYNC_WHISPER",
            "AudioEmbeds": "LATENTSYNC_AUDIO_EMBEDS", "FaceCrops": "LATENTSYNC_FACE_CROPS"}
 WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"}
@@ -72,19 +72,23 @@ def our_nodes() -> dict[str, dict]:
         for block in re.split(r"(?=node_id=\")", text)[1:]:
             node_id = re.match(r'node_id="([^"]+)"', block).group(1)
             block = block.split("def execute", 1)[0]
-            ins, outs = [], []
+            ins, outs, optional = [], [], set()
             for m in re.finditer(r"(?:io\.)?(\w+)\.(Input|Output)\(([^)]*)", block):
                 kind, direction, args = m.groups()
                 t = _TYPE.get(kind) or _CUSTOM.get(kind)
+                if kind == "MultiType":  # io.MultiType.Input("name", types=[io.Image, io.Video]) -> "IMAGE,VIDEO"
+                    t = ",".join(_TYPE[k] for k in re.findall(r"io\.(\w+)", args.split("types=", 1)[1].split("]")[0]))
                 if t is None:
                     continue
                 if direction == "Input":
                     name = re.match(r'\s*"([^"]+)"', args).group(1)
                     extra = 1 if "control_after_generate=True" in block[m.start():m.start() + 400].split("Input(", 2)[1] else 0
                     ins.append((name, t, extra))
+                    if "optional=True" in args:
+                        optional.add(name)
                 else:
                     outs.append(t)
-            found[node_id] = {"inputs": ins, "outputs": outs}
+            found[node_id] = {"inputs": ins, "outputs": outs, "optional": optional}
     return found
 
 
@@ -158,7 +162,7 @@ def test_links_are_consistent(ui):
         out = nodes[src]["outputs"][src_slot]
         assert lid in (out["links"] or []) and out["type"] == typ, (path.name, lid)
         inp = nodes[dst]["inputs"][dst_slot]
-        assert inp["link"] == lid and inp["type"] == typ, (path.name, lid)
+        assert inp["link"] == lid and typ in inp["type"].split(","), (path.name, lid)  # "IMAGE,VIDEO" takes either
     for n in wf["nodes"]:
         for inp in n.get("inputs", []):
             assert inp["link"] is None or inp["link"] in link_ids
@@ -171,7 +175,7 @@ def test_links_are_consistent(ui):
         connected = {i["name"] for i in n.get("inputs", []) if i["link"] is not None}
         for name, t in spec[2].items():
             optional = n["type"] in VHS and name in ("meta_batch", "vae", "audio") or \
-                (n["type"] == "CreateVideo" and name == "audio")
+                (n["type"] == "CreateVideo" and name == "audio") or name in OURS.get(n["type"], {}).get("optional", ())
             if t not in WIDGET_TYPES and not optional and not (n["type"] in VHS and name == "frame_rate"):
                 assert name in connected, f"{path.name}: {n['type']}.{name} is not connected"
 
@@ -201,6 +205,25 @@ def test_api_twin_matches_ui(ui):
             for w, v in zip(widgets, ordered):
                 if w not in linked:
                     assert entry["inputs"][w] == v, (nid, w)
+
+
+def test_video_workflow_streams_video_in_and_out():
+    """LoadVideo -> (VIDEO) the stage nodes -> SaveVideo, LoadAudio for the speech; nothing decodes the
+    whole clip into an IMAGE (no GetVideoComponents, no CreateVideo, no VAE Decode Frames)."""
+    wf = json.loads((WORKFLOWS / "latentsync_video.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    types = {n["type"] for n in wf["nodes"]}
+    assert not types & {"GetVideoComponents", "CreateVideo", "LatentSyncVAEDecodeFrames"}
+    assert {"LoadVideo", "LoadAudio", "SaveVideo", "LatentSyncFaceCropAlign", "LatentSyncSampler",
+            "LatentSyncPasteBackFaces", "LatentSyncLoadWhisperAudio"} <= types
+    into = {(nodes[dst]["type"], nodes[dst]["inputs"][slot]["name"]): (nodes[src]["type"], t)
+            for _, src, _, dst, slot, t in wf["links"]}
+    for target in [("LatentSyncFaceCropAlign", "images"), ("LatentSyncPasteBackFaces", "images"),
+                   ("LatentSyncLoadWhisperAudio", "video")]:
+        assert into[target] == ("LoadVideo", "VIDEO"), target
+    assert into[("LatentSyncPasteBackFaces", "faces")] == ("LatentSyncSampler", "LATENT")
+    assert into[("LatentSyncPasteBackFaces", "audio")] == ("LoadAudio", "AUDIO")
+    assert into[("SaveVideo", "video")] == ("LatentSyncPasteBackFaces", "VIDEO")
 
 
 def test_core_workflow_is_the_documented_chain():

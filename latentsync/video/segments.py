@@ -167,18 +167,19 @@ class SpilledFaceCrops:
         )
 
 
-def collect_crops(parts: Iterable[FaceCrops], folder: str | os.PathLike, limit: int = SPILL_BYTES):
+def collect_crops(parts: Iterable[FaceCrops], folder: str | os.PathLike, limit: int | None = None):
     """Join the per-chunk crops of a whole video: in memory up to ``limit`` bytes of faces, else a file.
 
     Args:
         parts: crops of consecutive chunks, in order, starting at frame 0.
         folder: where the faces file goes (ComfyUI's temp folder); the file is removed if this
             fails or is interrupted, and when the result is garbage collected.
-        limit: bytes of faces kept in memory at most.
+        limit: bytes of faces kept in memory at most (default :data:`SPILL_BYTES`).
 
     Returns:
         :class:`~latentsync.types.FaceCrops` (short videos) or :class:`SpilledFaceCrops`.
     """
+    limit = SPILL_BYTES if limit is None else int(limit)
     held: list[FaceCrops] = []
     size = 0
     spill: RowSpill | None = None
