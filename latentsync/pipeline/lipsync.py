@@ -106,6 +106,8 @@ def default_device_and_dtype(device: str | torch.device | None = None) -> tuple[
             raise InvalidInputError("device: 'cuda' was requested but no CUDA device is available")
         major, _ = torch.cuda.get_device_capability(device)
         return device, (torch.float16 if major > 7 else torch.float32)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError("device: 'mps' was requested but no Apple MPS device is available")
     return device, torch.float32
 
 
@@ -126,7 +128,7 @@ def check_job_arguments(
     Raises:
         InvalidInputError: missing input, input is a folder, output folder missing, output equal to
             an input, output extension not a video container, resolution not 256/512, steps < 1,
-            guidance_scale < 1 or not finite, seed < -1.
+            guidance_scale < 1 or not finite, seed outside -1..2**64-1.
     """
     video, audio, output = Path(video).expanduser(), Path(audio).expanduser(), Path(output).expanduser()
     for what, p in (("video", video), ("audio", audio)):
@@ -151,8 +153,8 @@ def check_job_arguments(
         raise InvalidInputError(f"steps: expected at most 1000 (training timesteps), got {num_inference_steps}")
     if not math.isfinite(float(guidance_scale)) or guidance_scale < 1.0:
         raise InvalidInputError(f"guidance_scale: expected a number >= 1.0 (1.0 = no guidance), got {guidance_scale!r}")
-    if int(seed) != seed or seed < -1:
-        raise InvalidInputError(f"seed: expected an integer >= 0 (or -1 for a random seed), got {seed!r}")
+    if int(seed) != seed or not -1 <= seed <= 2**64 - 1:  # torch.Generator.manual_seed's range
+        raise InvalidInputError(f"seed: expected an integer 0..2**64-1 (or -1 for a random seed), got {seed!r}")
     return video, audio, output
 
 
@@ -321,11 +323,14 @@ class LipSyncPipeline:
         Raises:
             InvalidInputError: bad arguments or unreadable media (nothing is written).
             AudioTooShortError: audio shorter than one video frame.
-            NoFaceError: no face in any frame (nothing is written).
+            NoFaceError: no face in any frame (nothing is written); a video without a face is found
+                by a probe of a few frames (:mod:`latentsync.face.probe`) before any other work.
         """
         from latentsync.audio.windows import window_indices
         from latentsync.face.aligner import FaceAligner
+        from latentsync.face.probe import require_face_in_source
         from latentsync.video.io import VideoWriter, iter_frames
+        from latentsync.video.sources import FileFrames
         from latentsync.video.timeline import plan_output
 
         t0 = time.monotonic()
@@ -334,6 +339,9 @@ class LipSyncPipeline:
             video, audio, output, self.resolution, num_inference_steps, guidance_scale, seed
         )
         info, waveform = load_inputs(video, audio)
+        with FaceAligner(self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps)) as probe:
+            require_face_in_source(FileFrames.open(video), probe)  # a face-less video fails here, not at the end
+            probe.reset()  # a shared landmarker starts the real pass untracked
         plan = plan_output(info.num_frames, waveform.shape[0], info.fps, SAMPLE_RATE)
         logger.info(
             "video %s: %d frames %dx%d at %.3f fps; audio %s: %.2f s -> %d output frames%s",
