@@ -669,6 +669,7 @@ class ComfyLikeVAE:
         return types.SimpleNamespace(sample=self.ae.decode(z).sample.clamp(-1, 1))
 
 
+@pytest.mark.slow  # two tiny-model pipelines with mediapipe: ~1 min unloaded; run by tools/comfyui_harness.sh
 def test_video_nodes_give_the_cli_frames(tmp_path, tiny_dir, tiny_model, face_clip):
     """LoadVideo -> Face Crop & Align -> Whisper Audio -> Sampler -> Paste Back (VIDEO + LATENT) gives
     the frames of LipSyncPipeline (the CLI) for the same clip, speech, seed and VAE; fps and audio kept."""

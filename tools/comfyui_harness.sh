@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-ComfyUI harness for the node pack (see docs/comfyui.md and /work/shared/notes/REAL_COMFYUI.md).
 #
-#   tools/comfyui_harness.sh            build/reuse .comfyui/ and run the slow tests (pytest -m slow)
+#   tools/comfyui_harness.sh            build/reuse .comfyui/ and run the slow tests (pytest -m slow:
+#                                       the real server, and the VIDEO-nodes-vs-CLI frame comparison)
 #   tools/comfyui_harness.sh --build    only build/reuse .comfyui/
 #   tools/comfyui_harness.sh -- ARGS    extra pytest arguments after "--"
 #
@@ -74,4 +75,4 @@ fi
 [ "$BUILD_ONLY" = 1 ] && { echo "ComfyUI ready in $C"; exit 0; }
 
 export LATENTSYNC_COMFYUI_DIR="$C/ComfyUI" LATENTSYNC_COMFYUI_PYTHON="$C/venv/bin/python"
-exec .venv/bin/python -m pytest -q -m slow tests/test_comfyui_e2e.py "${PYTEST_ARGS[@]}"
+exec .venv/bin/python -m pytest -q -m slow tests/test_comfyui_e2e.py tests/test_nodes.py "${PYTEST_ARGS[@]}"

@@ -439,39 +439,3 @@ def _ranges(indices: list[int]) -> str:
     if start is not None:
         parts.append(f"{start}-{prev}" if prev != start else f"{start}")
     return ", ".join(parts)
-
-
-def run_lipsync(
-    video: str | os.PathLike,
-    audio: str | os.PathLike,
-    output: str | os.PathLike,
-    weights,
-    resolution: int = 512,
-    steps: int = 20,
-    guidance_scale: float = 1.5,
-    seed: int = 1247,
-    deepcache: bool = False,
-    callback: ProgressCallback | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> LipSyncResult:
-    """Validate, load the models of ``weights`` and run :class:`LipSyncPipeline` once.
-
-    Args:
-        video, audio, output: files (see :meth:`LipSyncPipeline.__call__`).
-        weights: ``WeightPaths`` or a checkpoint folder (see :meth:`LipSyncPipeline.from_weights`).
-        resolution: 256 or 512.
-        steps, guidance_scale, seed, deepcache, callback: see :meth:`LipSyncPipeline.__call__`.
-        device, dtype: default :func:`default_device_and_dtype`.
-
-    Returns:
-        :class:`LipSyncResult`.
-
-    Raises:
-        LatentSyncError subclasses (bad input, missing weights, no face); arguments are checked
-        before any model is loaded.
-    """
-    check_job_arguments(video, audio, output, resolution, steps, guidance_scale, seed)
-    pipe = LipSyncPipeline.from_weights(weights, resolution=resolution, device=device, dtype=dtype)
-    return pipe(video, audio, output, num_inference_steps=steps, guidance_scale=guidance_scale, seed=seed,
-                deepcache=deepcache, callback=callback)

@@ -403,8 +403,6 @@ def paste_source(
         InvalidInputError: ``crops`` does not belong to ``source`` (count or frame size).
     """
     from latentsync.errors import InvalidInputError
-    from latentsync.video.segments import output_chunks, source_segments, take_frames
-    from latentsync.video.timeline import loop_indices
 
     if len(crops) != source.num_frames or tuple(crops.frame_size) != tuple(source.frame_size):
         raise InvalidInputError(
@@ -412,10 +410,16 @@ def paste_source(
             f"{source.name} has {source.num_frames} frames of {tuple(source.frame_size)}; connect the same "
             f"frames to both nodes"
         )
-    n_forward = min(num_frames, source.num_frames)
+    return _pasted_chunks(source, crops, faces, num_frames, spill_dir, paste, chunk, callback)
+
+
+def _pasted_chunks(source, crops, faces, num_frames, spill_dir, paste, chunk, callback):
+    from latentsync.video.segments import output_chunks, source_segments, take_frames
+    from latentsync.video.timeline import loop_indices
+
     def aligned():  # the source's frames with their stored crops, in order
         pos = 0
-        for frames in take_frames(source.chunks(chunk), n_forward):
+        for frames in take_frames(source.chunks(chunk), min(num_frames, source.num_frames)):
             yield frames, _rows(crops, pos, len(frames))
             pos += len(frames)
 
