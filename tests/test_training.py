@@ -331,5 +331,5 @@ def test_torchrun_two_processes_gloo(loop, data_dir, embeds_cache, tmp_path):
     assert [r["step"] for r in log if r["event"] == "train"] == [1, 2]
     ck = torch.load(out / "checkpoints" / "checkpoint-2.pt", weights_only=True)
     assert ck["global_step"] == 2
-    rs = torch.load(out / "checkpoints" / "checkpoint-2.resume.pt", weights_only=False)
+    rs = torch.load(out / "checkpoints" / "checkpoint-2.resume.pt", weights_only=True)
     assert len(rs["rng"]) == 2

@@ -23,7 +23,9 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import random
+import re
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -58,6 +60,7 @@ __all__ = [
     "atomic_torch_save",
     "save_training_checkpoint",
     "find_resume_file",
+    "load_resume_state",
     "load_training_state",
     "autocast",
     "make_grad_scaler",
@@ -269,21 +272,30 @@ def seed_everything(seed: int) -> None:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and CUDA RNG states of this process (picklable)."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
+    """Python, NumPy, torch CPU and CUDA RNG states of this process, as tensors and plain containers
+    only (``torch.load(weights_only=True)`` reads them back; no pickled classes or NumPy arrays).
+
+    Returns: ``{"python": (version, tuple of 625 ints, gauss), "numpy": {"bit_generator": "MT19937",
+    "state": {"key": int64 tensor [624], "pos": int}, "has_gauss": int, "gauss": float},
+    "torch": uint8 tensor, "cuda": [uint8 tensor per device] (only when CUDA is initialised)}``.
+    """
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"] = {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                         "pos": int(np_state["state"]["pos"])}
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"].cpu() if torch.is_tensor(state["torch"]) else state["torch"])
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(tuple(state["python"]))
+    np_state = dict(state["numpy"])
+    np_state["state"] = {"key": np.asarray(np_state["state"]["key"], dtype=np.uint32),
+                         "pos": int(np_state["state"]["pos"])}
+    np.random.set_state(np_state)
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -502,8 +514,9 @@ def save_training_checkpoint(
     ``{"global_step": step, "state_dict": ..., **official_extra}`` (spec 2.5/3.6, loadable by the
     official code and :func:`latentsync.checkpoints.load_unet` / ``load_syncnet``) and
     ``checkpoint-<step>.resume.pt`` = ``{"global_step", "optimizer", "lr_scheduler", "scaler",
-    "config", "rng": [state of rank 0, rank 1, ...], "world_size"}``. The resume file is written
-    last, so its presence marks a complete checkpoint.
+    "config", "rng": [state of rank 0, rank 1, ...], "world_size"}``, tensors and plain containers
+    only (read back with ``weights_only=True``, see :func:`load_resume_state`). The resume file is
+    written last, so its presence marks a complete checkpoint.
 
     Returns: the official checkpoint path on rank 0, None elsewhere.
     """
@@ -571,6 +584,33 @@ def find_resume_file(spec: str | None, output_dir: str | os.PathLike) -> Path | 
     return p
 
 
+def load_resume_state(resume_file: str | os.PathLike) -> dict[str, Any]:
+    """Read a ``.resume.pt`` with ``torch.load(weights_only=True)``: tensors and plain containers
+    only, so a crafted file (a pickled ``__reduce__`` payload) is refused and runs nothing.
+
+    Raises:
+        InvalidInputError: a file holding other Python objects (crafted, or written before resume
+            states were plain data), or a truncated / corrupt file.
+    """
+    try:
+        state = torch.load(resume_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        raise InvalidInputError(
+            f"resume state {str(resume_file)!r}: holds Python objects other than tensors and plain "
+            f"containers ({found.group(1) if found else 'not weights_only-loadable'}); refused without "
+            "running any of it. Resume from a checkpoint this version wrote, or start without run.resume_from"
+        ) from None
+    except (EOFError, RuntimeError, OSError, ValueError) as err:
+        raise InvalidInputError(
+            f"resume state {str(resume_file)!r}: truncated or corrupt ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    if not isinstance(state, dict) or not {"checkpoint", "optimizer", "rng", "global_step"} <= state.keys():
+        raise InvalidInputError(f"resume state {str(resume_file)!r}: not a resume state written by save_training_checkpoint")
+    return state
+
+
 def load_training_state(resume_file: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         lr_scheduler: Any, scaler: torch.amp.GradScaler | None,
                         env: DistEnv) -> int:
@@ -578,11 +618,12 @@ def load_training_state(resume_file: Path, model: nn.Module, optimizer: torch.op
     scaler and this rank's RNG state. Returns the global step to continue from.
 
     Raises:
-        InvalidInputError: world size differs from the saved run (RNG states are per rank).
+        InvalidInputError: an unsafe or corrupt resume file (:func:`load_resume_state`), or a world
+            size that differs from the saved run (RNG states are per rank).
     """
     from latentsync.checkpoints import load_state_dict_file
 
-    state = torch.load(resume_file, map_location="cpu", weights_only=False)
+    state = load_resume_state(resume_file)
     ckpt = resume_file.with_name(state["checkpoint"])
     sd = load_state_dict_file(ckpt)
     missing, unexpected = unwrap_model(model).load_state_dict(sd, strict=False)

@@ -154,7 +154,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
                                                     env, logger)
     if resume is not None:
         prev = torch.load(resume.with_name(f"checkpoint-{start_step}.pt"), map_location="cpu",
-                          weights_only=False)
+                          weights_only=True)
         for k in history:
             history[k] = list(prev.get(k, []))
 
