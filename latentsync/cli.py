@@ -1,15 +1,23 @@
 """Command line: ``python -m latentsync infer --video V --audio A --output O [...]``.
 
 Every :class:`~latentsync.errors.LatentSyncError` (bad input, missing weights, no face, ...) ends the
-program with one line ``error: ...`` on stderr and exit code 2, and no output file. Arguments and the
-input files are checked before any model is loaded.
+program with one line ``error: ...`` on stderr and exit code 2, and no output file. Arguments, the
+input files and the output folder (a probe file is created and removed) are checked before any model
+is loaded.
+
+Interrupts clean up as errors do: SIGINT (Ctrl-C) exits 130, SIGTERM (``timeout``, ``docker stop``,
+systemd) 143 and SIGHUP 129; the partial output, the loop spill and the ``--tiny-random`` checkpoint
+folder are removed and a previous file at ``--output`` is left as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +26,8 @@ from latentsync.errors import InvalidInputError, LatentSyncError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: Signals turned into a clean stop (exit code 128 + signal number, the shell convention).
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 NOT_LIPSYNCED = (
     "--tiny-random: the models have tiny RANDOM weights; the output is NOT lip-synced "
     "(only the pipeline is exercised)"
@@ -31,11 +41,62 @@ class _Parser(argparse.ArgumentParser):
         raise InvalidInputError(message)
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread by a SIGTERM / SIGHUP handler, so that every ``with`` / ``finally``
+    cleans up as for Ctrl-C. A BaseException: ``except Exception`` blocks let it pass."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _terminating_signals_raise():
+    """Turn SIGTERM / SIGHUP into :class:`_Terminated` during the block (main thread only; elsewhere
+    Python cannot install handlers and the default action stays). After the first signal further
+    ones are ignored, so that the cleanup is not cut short."""
+
+    def handler(signum, frame):
+        for sig in TERMINATING_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Terminated(signum)
+
+    previous = {}
+    try:
+        for sig in TERMINATING_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device_arg(text: str) -> str:
+    """argparse type of ``--device``: auto, cpu, mps, cuda or cuda:N (an existing N when CUDA is present)."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    if text.startswith("cuda:"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count and int(text[5:]) >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m latentsync", description="LatentSync lip sync (audio-conditioned latent diffusion).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("infer", help="lip-sync a video to a speech recording")
-    p.add_argument("--video", required=True, help="input video (its fps and size are kept)")
+    p.add_argument("--video", required=True,
+                   help="input video or still image (its fps and size are kept; an odd width or height is padded "
+                        "by one pixel, as H.264 yuv420p needs even sizes)")
     p.add_argument("--audio", required=True, help="speech: WAV, MP3, ... or a video's audio track")
     p.add_argument("--output", required=True, help="output video (.mp4); written only when the job succeeds")
     p.add_argument("--checkpoint-dir", default=os.environ.get("LATENTSYNC_CHECKPOINT_DIR", "checkpoints"),
@@ -49,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deepcache", action="store_true", help="DeepCache: reuse deep U-Net features (faster)")
     p.add_argument("--tiny-random", action="store_true",
                    help="build tiny random-weight models on the fly (pipeline test; output NOT lip-synced)")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", type=_device_arg, help="auto (cuda if available), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default="auto", choices=("auto", "float16", "float32", "bfloat16"),
                    help="auto: float16 on CUDA with compute capability > 7, else float32")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of the output, 0..51 (default 18)")
@@ -102,17 +163,23 @@ def _infer(args: argparse.Namespace) -> int:
         default_device_and_dtype,
         load_inputs,
     )
+    from latentsync.video.io import check_output_writable, encoded_size
 
     # 1. everything that can be checked without models
     check_job_arguments(args.video, args.audio, args.output, args.resolution, args.steps, args.guidance_scale, args.seed)
     if not 0 <= args.crf <= 51:
         raise InvalidInputError(f"crf: expected 0..51, got {args.crf}")
+    check_output_writable(args.output)
     device, auto_dtype = default_device_and_dtype(None if args.device == "auto" else args.device)
     dtype = _dtype(args.dtype) or auto_dtype
     info, waveform = load_inputs(args.video, args.audio)
     n_samples = int(waveform.shape[0])
     del waveform
-    print(f"video: {info.num_frames} frames {info.width}x{info.height} @ {info.fps:g} fps; "
+    size = f"{info.width}x{info.height}"
+    out_size = "{}x{}".format(*encoded_size(info.width, info.height))
+    if out_size != size:
+        size += f" (odd side: written as {out_size}, H.264 yuv420p needs even sizes)"
+    print(f"video: {info.num_frames} frames {size} @ {info.fps:g} fps; "
           f"audio: {n_samples / 16000:.2f} s; device {device} {str(dtype).replace('torch.', '')}", file=sys.stderr)
 
     # 2. weights
@@ -143,7 +210,7 @@ def _infer(args: argparse.Namespace) -> int:
         finally:
             bars.close()
     msg = (f"wrote {result.output}: {result.num_frames} frames at {result.fps:g} fps, "
-           f"{result.width}x{result.height}, {result.elapsed_s:.1f} s, seed {result.seed}")
+           "{}x{}, {:.1f} s, seed {}".format(*encoded_size(result.width, result.height), result.elapsed_s, result.seed))
     if result.looped:
         msg += f"; video looped ({result.num_video_frames} source frames)"
     if result.no_face_indices:
@@ -155,7 +222,7 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 LatentSyncError, 130 interrupted)."""
+    """Entry point; returns the exit code (0 ok, 2 LatentSyncError, 130 SIGINT, 143 SIGTERM, 129 SIGHUP)."""
     # Log records of the backend (e.g. frames without a face) go to this call's stderr.
     log = logging.getLogger("latentsync")
     handler = logging.StreamHandler(sys.stderr)
@@ -165,16 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
-        args = build_parser().parse_args(argv)
-        if args.command == "infer":
-            return _infer(args)
-        raise InvalidInputError(f"unknown command {args.command!r}")
+        with _terminating_signals_raise():
+            args = build_parser().parse_args(argv)
+            if args.command == "infer":
+                return _infer(args)
+            raise InvalidInputError(f"unknown command {args.command!r}")
     except LatentSyncError as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("error: interrupted; no output written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated as stop:
+        print(f"error: stopped by {signal.Signals(stop.signum).name}; no output written", file=sys.stderr)
+        return 128 + stop.signum
     finally:
         log.removeHandler(handler)
         log.setLevel(saved[0])

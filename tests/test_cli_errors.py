@@ -131,6 +131,74 @@ def test_missing_checkpoint_files_offline(media, capsys, tmp_path, monkeypatch):
     assert list(empty.iterdir()) == []  # nothing half-downloaded
 
 
+def test_non_finite_audio_is_refused(media, capsys, tmp_path):
+    """Float WAVs with NaN / inf used to reach the output and Whisper as full-scale -1.0 (exit 0)."""
+    x = (0.3 * np.sin(np.arange(32000) / 9)).astype(np.float32)
+    x[24000] = np.nan
+    nan_wav = tmp_path / "nan.wav"
+    sf.write(nan_wav, x, 16000, subtype="FLOAT")
+    line = _run(capsys, tmp_path, video=media["video"], audio=nan_wav)
+    assert "nan.wav" in line and "1.500 s" in line and "finite" in line
+    all_nan = tmp_path / "all_nan.wav"
+    sf.write(all_nan, np.full(8000, np.inf, np.float32), 16000, subtype="FLOAT")
+    line = _run(capsys, tmp_path, video=media["video"], audio=all_nan)
+    assert "all_nan.wav" in line and "0.000 s" in line
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--device", "tpu"], ["--device", "tpu"]),
+    (["--device", "cuda:x"], ["--device", "cuda:x"]),
+    (["--seed", str(2**64)], ["seed", str(2**64)]),
+    (["--seed", "-2"], ["seed", "-2"]),
+])
+def test_bad_device_and_seed(media, capsys, tmp_path, args, words):
+    line = _run(capsys, tmp_path, *args, video=media["video"], audio=media["audio"])
+    assert all(w in line for w in words), line
+
+
+def test_unwritable_output_folder_is_found_before_any_model_is_loaded(media, capsys, tmp_path):
+    import os
+
+    folder = Path("/sys") if os.geteuid() == 0 else tmp_path / "ro"  # root may write a 0o555 folder
+    if folder != Path("/sys"):
+        folder.mkdir()
+        folder.chmod(0o555)
+    if not folder.is_dir():
+        pytest.skip("no read-only folder available")
+    rc = main(["infer", "--video", str(media["video"]), "--audio", str(media["audio"]), "--quiet",
+               "--output", str(folder / "out.mp4"), "--resolution", "256", "--tiny-random"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not writable" in err and str(folder) in err, err
+    assert "loading models" not in err and "video:" not in err  # before the inputs are even decoded
+
+
+def test_odd_video_size_is_stated(media, capsys, tmp_path, monkeypatch):
+    """An odd-size input is written one pixel larger (H.264 yuv420p); the log line and --help say so."""
+    import av
+
+    odd = tmp_path / "odd.mkv"
+    with av.open(str(odd), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 271, 481, "yuv444p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((481, 271, 3), 100, np.uint8), format="rgb24")
+            frame.pts = i
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    rc = main(["infer", "--video", str(odd), "--audio", str(media["wav"]), "--output", str(tmp_path / "o.mp4"),
+               "--checkpoint-dir", str(empty)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "271x481 (odd side: written as 272x482" in err, err
+    with pytest.raises(SystemExit):
+        main(["infer", "--help"])
+    assert "padded by one pixel" in " ".join(capsys.readouterr().out.split())
+
+
 def test_video_without_any_face(media, capsys, tmp_path):
     """A grey video: every frame passes alignment without a face -> NoFaceError, no output."""
     line = _run(capsys, tmp_path, video=media["grey"], audio=media["wav"])

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO_ROOT, media_file
 from latentsync.errors import InvalidInputError, LatentSyncError
-from latentsync.video.io import VideoWriter, iter_frames, probe_video, read_audio, read_video
+from latentsync.video.io import VideoWriter, iter_frames, probe_video, read_audio, read_video, resample_audio
 
 EXAMPLES = REPO_ROOT / "examples"
 DEMO1 = EXAMPLES / "demo1_3s.mp4"
@@ -287,12 +287,15 @@ def test_ntsc_fps_is_exact(tmp_path):
     assert probe_video(out).fps == pytest.approx(30000 / 1001)
 
 
-def test_odd_size_is_padded_to_even(tmp_path):
+def test_odd_size_is_padded_to_even_and_says_so(tmp_path, caplog):
     frames = smooth_frames(4, 63, 47)
     out = tmp_path / "odd.mp4"
-    with VideoWriter(out, 25, 47, 63) as w:
-        assert (w.out_width, w.out_height) == (48, 64)
-        w.write(frames)
+    with caplog.at_level("WARNING", logger="latentsync"):
+        with VideoWriter(out, 25, 47, 63) as w:
+            assert (w.out_width, w.out_height) == (48, 64)
+            w.write(frames)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "47x63" in said[0] and "48x64" in said[0], said
     back, info = read_video(out)
     assert (info.width, info.height) == (48, 64)
     assert psnr(back[:, :63, :47], frames) > 35.0
@@ -387,3 +390,76 @@ def test_read_audio_mp3_stereo_44k(tmp_path):
     spectrum = np.abs(np.fft.rfft(wav[2000:14000]))
     assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(440, abs=3)
     assert 0.3 < np.abs(wav[2000:14000]).max() < 0.6  # stereo of equal channels -> same level
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile inputs (issue 10)
+# ---------------------------------------------------------------------------------------------
+
+
+def _float_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """A float32 WAV (``samples`` [T] or [T, C]); the stdlib ``wave`` module writes PCM only."""
+    import soundfile as sf
+
+    sf.write(path, samples, rate, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_read_audio_refuses_non_finite_samples(tmp_path, bad):
+    x = (0.3 * np.sin(np.arange(32000) / 9)).astype(np.float32)
+    x[20000] = bad  # 1.25 s at 16 kHz
+    path = _float_wav(tmp_path / "bad.wav", x, 16000)
+    with pytest.raises(InvalidInputError) as ei:
+        read_audio(path)
+    msg = single_line_error(ei, path)
+    assert "sample 20000" in msg and "1.250 s" in msg and "finite" in msg
+
+
+def test_read_audio_refuses_all_nan_stereo_44k(tmp_path):
+    path = _float_wav(tmp_path / "nan.wav", np.full((22050, 2), np.nan, np.float32), 44100)
+    with pytest.raises(InvalidInputError) as ei:
+        read_audio(path)
+    assert "sample 0 " in single_line_error(ei, path)
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_resample_audio_refuses_non_finite_samples(rate):
+    w = np.zeros((2, rate), np.float32)
+    w[1, rate // 2] = np.nan
+    with pytest.raises(InvalidInputError) as ei:
+        resample_audio(w[1:] if rate == 16000 else w, rate, 16000, what="input 'audio'")
+    msg = str(ei.value)
+    assert msg.startswith("input 'audio'") and "0.500 s" in msg and "nan" in msg
+
+
+def test_still_jpeg_and_png_are_one_frame_videos(tmp_path):
+    frame = read_video(DEMO1, max_frames=1)[0][0, ::4, ::4]  # 270x480
+    for ext, codec in ((".jpg", "mjpeg"), (".png", "png")):
+        path = tmp_path / f"still{ext}"
+        with av.open(str(path), "w", format="image2") as c:
+            s = c.add_stream(codec, rate=25)
+            s.width, s.height = frame.shape[1], frame.shape[0]
+            s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "rgb24"
+            _encode_all(c, s, [av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")])
+        info = probe_video(path)
+        assert (info.num_frames, info.width, info.height) == (1, 270, 480), (ext, info)
+        back, _ = read_video(path)
+        assert back.shape == (1, 480, 270, 3) and psnr(back[0], frame) > 30, ext
+
+
+def test_unwritable_output_folder_is_refused_when_the_writer_opens(tmp_path):
+    """The muxer creates its file only at the first packet; the writer proves the folder is writable
+    up front (a probe file, removed again)."""
+    import os
+
+    folder = Path("/sys") if os.geteuid() == 0 else tmp_path / "ro"  # root may write a 0o555 folder
+    if folder != Path("/sys"):
+        folder.mkdir()
+        folder.chmod(0o555)
+    if not folder.is_dir():
+        pytest.skip("no read-only folder available")
+    with pytest.raises(InvalidInputError) as ei:
+        VideoWriter(folder / "out.mp4", 25, 32, 32)
+    assert "not writable" in str(ei.value) and str(folder) in str(ei.value)
+    assert not any(p.name.startswith(".") and "out" in p.name for p in folder.iterdir())

@@ -106,6 +106,8 @@ def default_device_and_dtype(device: str | torch.device | None = None) -> tuple[
             raise InvalidInputError("device: 'cuda' was requested but no CUDA device is available")
         major, _ = torch.cuda.get_device_capability(device)
         return device, (torch.float16 if major > 7 else torch.float32)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError("device: 'mps' was requested but no Apple MPS device is available")
     return device, torch.float32
 
 
@@ -126,7 +128,7 @@ def check_job_arguments(
     Raises:
         InvalidInputError: missing input, input is a folder, output folder missing, output equal to
             an input, output extension not a video container, resolution not 256/512, steps < 1,
-            guidance_scale < 1 or not finite, seed < -1.
+            guidance_scale < 1 or not finite, seed outside -1..2**64-1.
     """
     video, audio, output = Path(video).expanduser(), Path(audio).expanduser(), Path(output).expanduser()
     for what, p in (("video", video), ("audio", audio)):
@@ -151,8 +153,8 @@ def check_job_arguments(
         raise InvalidInputError(f"steps: expected at most 1000 (training timesteps), got {num_inference_steps}")
     if not math.isfinite(float(guidance_scale)) or guidance_scale < 1.0:
         raise InvalidInputError(f"guidance_scale: expected a number >= 1.0 (1.0 = no guidance), got {guidance_scale!r}")
-    if int(seed) != seed or seed < -1:
-        raise InvalidInputError(f"seed: expected an integer >= 0 (or -1 for a random seed), got {seed!r}")
+    if int(seed) != seed or not -1 <= seed <= 2**64 - 1:  # torch.Generator.manual_seed's range
+        raise InvalidInputError(f"seed: expected an integer 0..2**64-1 (or -1 for a random seed), got {seed!r}")
     return video, audio, output
 
 

@@ -19,6 +19,7 @@ message naming the file; PyAV exceptions never leave this module.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import uuid
@@ -35,6 +36,8 @@ from latentsync.video.timeline import fps_to_fraction
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "probe_video",
     "iter_frames",
@@ -42,6 +45,9 @@ __all__ = [
     "read_audio",
     "fps_to_fraction",
     "VideoWriter",
+    "encoded_size",
+    "check_finite_audio",
+    "check_output_writable",
 ]
 
 # Colour handling. Decoding uses the matrix and range the file is tagged with (libswscale's BT.601
@@ -178,12 +184,11 @@ def _probe(path: PathLike) -> _Probe:
             )
 
         # Decode the first frame: proves the file is decodable and gives rotation and timestamps.
-        try:
-            container.seek(0)
-        except Exception:
-            container.close()
-            container = _open_input(p, "video")
-            stream = container.streams.video[0]
+        # Reopened rather than ``seek(0)``: after a seek the image2 demuxer of a still JPEG yields
+        # nothing, while a fresh open yields its one frame (a still is a valid one-frame video).
+        container.close()
+        container = _open_input(p, "video")
+        stream = container.streams.video[0]
         first = None
         try:
             for frame in container.decode(stream):
@@ -367,7 +372,8 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
         np.ndarray float32 ``[T]`` in ``[-1, 1)``, ``T`` samples at ``sample_rate``.
 
     Raises:
-        InvalidInputError: missing/empty/corrupt file, no audio stream, or no decodable sample.
+        InvalidInputError: missing/empty/corrupt file, no audio stream, no decodable sample, or a
+            NaN / infinite sample in a float file (the message gives the first one's time).
     """
     if int(sample_rate) <= 0:
         raise InvalidInputError(f"read_audio: sample_rate must be > 0 Hz, got {sample_rate}")
@@ -386,7 +392,7 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
         if exact_duration and stream.duration and stream.time_base:
             declared = int(round(float(stream.duration * stream.time_base) * int(sample_rate)))
         try:
-            parts = _resample_to_mono_s16(container.decode(stream), sample_rate)
+            parts = _resample_to_mono_s16(container.decode(stream), sample_rate, f"audio file {str(p)!r}")
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise InvalidInputError(
                 f"audio file {str(p)!r} cannot be decoded (corrupt or truncated): {_describe(exc)}"
@@ -406,18 +412,55 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
     return _s16_to_float(pcm)
 
 
-def _resample_to_mono_s16(frames: Iterable[av.AudioFrame], sample_rate: int) -> list[np.ndarray]:
+_FLOAT_SAMPLE_FORMATS = ("flt", "fltp", "dbl", "dblp")
+
+
+def check_finite_audio(samples: np.ndarray, what: str, sample_rate: int, offset: int = 0) -> None:
+    """Refuse NaN / infinite audio samples (libswresample would turn them into full-scale -1.0).
+
+    Args:
+        samples: float ``[C, T]`` block of a waveform.
+        what: the input as the message names it, e.g. ``"audio file 'x.wav'"`` or ``"input 'audio'"``.
+        sample_rate: rate of ``samples`` in Hz, for the time in the message.
+        offset: index of the block's first sample in the whole waveform.
+
+    Raises:
+        InvalidInputError: naming ``what``, the first non-finite sample (index and seconds) and its value.
+    """
+    bad = ~np.isfinite(samples)
+    if not bad.any():
+        return
+    t = int(np.argmax(bad.any(axis=0)))
+    c = int(np.argmax(bad[:, t]))
+    raise InvalidInputError(
+        f"{what}: sample {offset + t} (at {(offset + t) / sample_rate:.3f} s, channel {c}) is "
+        f"{samples[c, t]}; expected finite samples in -1..1 (repair or re-export the audio)"
+    )
+
+
+def _resample_to_mono_s16(frames: Iterable[av.AudioFrame], sample_rate: int, what: str) -> list[np.ndarray]:
     """Downmix + resample audio frames with libswresample to mono signed 16-bit at ``sample_rate``.
 
     The one resampler of the package (used by :func:`read_audio` and :func:`resample_audio`); frame
-    timestamps are dropped so that gaps or odd pts do not make it insert or drop samples.
+    timestamps are dropped so that gaps or odd pts do not make it insert or drop samples. Float
+    frames are checked with :func:`check_finite_audio` first (``what`` names the input).
 
     Returns:
         list of int16 ``[n_i]`` blocks (possibly empty), flushed at the end.
+
+    Raises:
+        InvalidInputError: a NaN / infinite sample.
     """
     resampler = av.AudioResampler(format="s16", layout="mono", rate=int(sample_rate))
     parts: list[np.ndarray] = []
+    offset = 0
     for frame in frames:
+        if frame.format.name in _FLOAT_SAMPLE_FORMATS:
+            block = frame.to_ndarray()
+            if not frame.format.is_planar:  # packed: [1, T * C] interleaved
+                block = block.reshape(-1, len(frame.layout.channels)).T
+            check_finite_audio(block, what, frame.sample_rate, offset)
+        offset += frame.samples
         frame.pts = None  # let the resampler ignore gaps/odd timestamps
         for out in resampler.resample(frame):
             parts.append(out.to_ndarray().reshape(-1))
@@ -431,7 +474,7 @@ def _s16_to_float(pcm: np.ndarray) -> np.ndarray:
     return (pcm.astype(np.float32) / np.float32(32768.0)).astype(np.float32, copy=False)
 
 
-def resample_audio(waveform, sample_rate: int, target_rate: int = 16000) -> np.ndarray:
+def resample_audio(waveform, sample_rate: int, target_rate: int = 16000, what: str = "audio") -> np.ndarray:
     """An in-memory waveform as mono float32 at ``target_rate`` (spec 1.4 step 1).
 
     Same libswresample path as :func:`read_audio` (downmix, resample, 16-bit quantisation,
@@ -443,12 +486,14 @@ def resample_audio(waveform, sample_rate: int, target_rate: int = 16000) -> np.n
         waveform: float ``[C, T]`` or ``[T]`` (numpy or torch), nominally -1..1.
         sample_rate: rate of ``waveform`` in Hz (> 0).
         target_rate: output rate in Hz (> 0), 16000 for Whisper.
+        what: the input as error messages name it (e.g. ``"input 'audio'"``).
 
     Returns:
         np.ndarray float32 ``[T']`` mono, ``T' ~= T * target_rate / sample_rate``.
 
     Raises:
-        InvalidInputError: a waveform that is not 1-D/2-D, has 0 samples or 0 channels, or a rate <= 0.
+        InvalidInputError: a waveform that is not 1-D/2-D, has 0 samples or 0 channels, a rate <= 0,
+            or a NaN / infinite sample (the message gives the first one's index and time).
     """
     w = waveform.detach().cpu().numpy() if hasattr(waveform, "detach") else np.asarray(waveform)
     w = w.astype(np.float32, copy=False)
@@ -456,12 +501,13 @@ def resample_audio(waveform, sample_rate: int, target_rate: int = 16000) -> np.n
         w = w[None]
     if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
         raise InvalidInputError(
-            f"resample_audio: expected a waveform [C, T] or [T] with C, T > 0, got shape {tuple(np.shape(waveform))}"
+            f"{what}: expected a waveform [C, T] or [T] with C, T > 0, got shape {tuple(np.shape(waveform))}"
         )
     if int(sample_rate) <= 0 or int(target_rate) <= 0:
         raise InvalidInputError(
-            f"resample_audio: sample rates must be > 0 Hz, got sample_rate={sample_rate}, target_rate={target_rate}"
+            f"{what}: sample rates must be > 0 Hz, got sample_rate={sample_rate}, target_rate={target_rate}"
         )
+    check_finite_audio(w, what, int(sample_rate))
     if w.shape[0] == 1 and int(sample_rate) == int(target_rate):
         return np.ascontiguousarray(w[0], dtype=np.float32)
     layout = {1: "mono", 2: "stereo"}.get(w.shape[0])
@@ -477,13 +523,51 @@ def resample_audio(waveform, sample_rate: int, target_rate: int = 16000) -> np.n
             frame.sample_rate = int(sample_rate)
             yield frame
 
-    parts = _resample_to_mono_s16(frames(), target_rate)
+    parts = _resample_to_mono_s16(frames(), target_rate, what)
     return _s16_to_float(np.concatenate(parts) if parts else np.zeros(0, np.int16))
 
 
 # ------------------------------------------------------------------------------------------------
 # writing
 # ------------------------------------------------------------------------------------------------
+
+
+def encoded_size(width: int, height: int) -> tuple[int, int]:
+    """Size ``(width, height)`` in pixels that :class:`VideoWriter` encodes a ``width x height`` video at.
+
+    H.264 in yuv420p (the only 4:2:0 layout browsers, QuickTime and ComfyUI previews play) stores
+    chroma at half resolution and can crop the picture only by 2 pixels, so an odd width or height
+    is padded by one pixel on the right / bottom (the last column / row repeated); even sizes are
+    kept exactly.
+    """
+    return int(width) + int(width) % 2, int(height) + int(height) % 2
+
+
+def check_output_writable(path: PathLike) -> None:
+    """Prove that a file can be created in the folder of ``path``: a hidden probe file is created
+    there and removed again (``path`` itself is not touched).
+
+    Raises:
+        InvalidInputError: the folder is missing, read-only, full, or not permitted to this user.
+    """
+    folder = Path(os.fspath(path)).parent
+    folder = folder if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise InvalidInputError(f"output folder {str(folder)!r} does not exist")
+    probe = folder / f".latentsync-write-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        with open(probe, "xb") as fh:
+            fh.write(b"0")
+    except OSError as exc:
+        raise InvalidInputError(
+            f"output folder {str(folder)!r} is not writable ({exc.strerror or _describe(exc)}); "
+            "choose another --output folder"
+        ) from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -513,7 +597,8 @@ class VideoWriter:
     content), BT.709 limited range (tagged), time base ``1/fps`` with ``fps`` kept exact as a
     Fraction (29.97 -> 30000/1001, see :func:`fps_to_fraction`). yuv420p needs an even width and
     height: an odd size is padded by one pixel on the right/bottom, repeating the last column/row
-    (``out_width``/``out_height`` give the encoded size; no pixel of the input is lost).
+    (``out_width``/``out_height`` give the encoded size, see :func:`encoded_size`; no pixel of the
+    input is lost), and a warning is logged saying so.
 
     Audio: ``audio`` is written in full (the caller cuts it to the video length, spec 1.12):
     float ``[T]`` mono or ``[C, T]`` (C = 1 or 2) at ``sample_rate`` Hz, values in -1..1 (clipped),
@@ -532,7 +617,7 @@ class VideoWriter:
 
     Raises:
         InvalidInputError: bad argument, output equal to one of ``inputs``, output is a directory,
-            missing output folder, unsupported extension, wrong frame shape/dtype in :meth:`write`,
+            missing or unwritable output folder, unsupported extension, wrong frame shape/dtype in :meth:`write`,
             or an encoder/muxer failure (then nothing is written at ``path``).
     """
 
@@ -560,8 +645,7 @@ class VideoWriter:
         if not 0 <= int(crf) <= 51:
             raise InvalidInputError(f"VideoWriter: crf must be in 0..51, got {crf}")
         self.crf = int(crf)
-        self.out_width = self.width + (self.width % 2)
-        self.out_height = self.height + (self.height % 2)
+        self.out_width, self.out_height = encoded_size(self.width, self.height)
         self.sample_rate = int(sample_rate)
 
         fmt = _CONTAINER_FORMATS.get(self.path.suffix.lower())
@@ -573,14 +657,19 @@ class VideoWriter:
         if self.path.is_dir():
             raise InvalidInputError(f"output {str(self.path)!r} is a directory, expected a file path")
         folder = self.path.parent if str(self.path.parent) else Path(".")
-        if not folder.is_dir():
-            raise InvalidInputError(f"output folder {str(folder)!r} does not exist")
         for inp in inputs:
             if inp is not None and _same_file(self.path, Path(os.fspath(inp))):
                 raise InvalidInputError(
                     f"output {str(self.path)!r} is the same file as input {os.fspath(inp)!r}; "
                     "choose another output path"
                 )
+        check_output_writable(self.path)  # the muxer opens the file lazily, at the first packet
+        if (self.out_width, self.out_height) != (self.width, self.height):
+            logger.warning(
+                "output %s: %dx%d has an odd side; encoded as %dx%d (H.264 yuv420p needs even sizes; "
+                "the last column/row is repeated)",
+                self.path, self.width, self.height, self.out_width, self.out_height,
+            )
 
         self._audio = self._prepare_audio(audio)
         self._audio_pos = 0
