@@ -86,3 +86,22 @@ def test_truncated_resume_file_is_one_clear_error(tmp_path):
     resume.write_bytes(resume.read_bytes()[:200])
     with pytest.raises(InvalidInputError, match="truncated or corrupt"):
         engine.load_resume_state(resume)
+
+
+def test_training_cli_refuses_a_crafted_resume_file_with_one_line(tmp_path, capsys):
+    from conftest import REPO_ROOT
+    from training.train_syncnet import cli
+
+    model, optimizer, lr_scheduler, scaler = _run_state(0)
+    ckpt = engine.save_training_checkpoint(tmp_path, 1, model, optimizer, lr_scheduler, scaler,
+                                           engine.DistEnv(), {})
+    marker = tmp_path / "payload-ran"
+    resume = engine.resume_path_for(ckpt)
+    state = torch.load(resume, weights_only=False)  # our own file (the test's, trusted)
+    state["rng"] = [_Payload(marker)]
+    torch.save(state, resume)
+    config = REPO_ROOT / "training" / "configs" / "tiny_syncnet.yaml"
+    rc = cli(["--config", str(config), f"data.train_output_dir={tmp_path}", "run.resume_from=latest"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len([ln for ln in err if ln.startswith("error:")]) == 1, err
+    assert "refused" in err[-1] and not marker.exists()

@@ -39,7 +39,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from latentsync.errors import InvalidInputError
+from latentsync.errors import InvalidInputError, LatentSyncError
 
 __all__ = [
     "DistEnv",
@@ -164,8 +164,14 @@ def as_config(cfg: DictConfig | dict | str | os.PathLike, overrides: Sequence[st
 
 def run_cli(argv: Sequence[str] | None, prog: str, default_config: str, defaults: dict | None,
             main: Any) -> int:
-    """Entry point of a training script: ``main(parse_cli(...))``; returns exit status 0."""
-    main(parse_cli(argv, prog, default_config, defaults))
+    """Entry point of a training script: ``main(parse_cli(...))``. Returns exit status 0, or 2 after
+    one ``error: ...`` line on stderr for a :class:`~latentsync.errors.LatentSyncError` (a bad config
+    key, a refused resume file, ...), as ``python -m latentsync`` does."""
+    try:
+        main(parse_cli(argv, prog, default_config, defaults))
+    except LatentSyncError as err:
+        print("error: " + "; ".join(ln.strip() for ln in str(err).splitlines() if ln.strip()), file=sys.stderr)
+        return 2
     return 0
 
 
