@@ -2,8 +2,8 @@
 
 Every :class:`~latentsync.errors.LatentSyncError` (bad input, missing weights, no face, ...) ends the
 program with one line ``error: ...`` on stderr and exit code 2, and no output file. Arguments, the
-input files and the output folder (a probe file is created and removed) are checked before any model
-is loaded.
+input files, the output folder (a probe file is created and removed) and the presence of a face (a
+probe of a few frames, :mod:`latentsync.face.probe`) are checked before any model is loaded.
 
 Interrupts clean up as errors do: SIGINT (Ctrl-C) exits 130, SIGTERM (``timeout``, ``docker stop``,
 systemd) 143 and SIGHUP 129; the partial output, the loop spill and the ``--tiny-random`` checkpoint
@@ -163,6 +163,7 @@ def _infer(args: argparse.Namespace) -> int:
         default_device_and_dtype,
         load_inputs,
     )
+    from latentsync.face.probe import require_face_in_video
     from latentsync.video.io import check_output_writable, encoded_size
 
     # 1. everything that can be checked without models
@@ -175,6 +176,7 @@ def _infer(args: argparse.Namespace) -> int:
     info, waveform = load_inputs(args.video, args.audio)
     n_samples = int(waveform.shape[0])
     del waveform
+    require_face_in_video(args.video, info.num_frames, info.fps)  # a face-less video fails here, in seconds
     size = f"{info.width}x{info.height}"
     out_size = "{}x{}".format(*encoded_size(info.width, info.height))
     if out_size != size:

@@ -42,6 +42,7 @@ __all__ = [
     "probe_video",
     "iter_frames",
     "read_video",
+    "read_frames_at",
     "read_audio",
     "fps_to_fraction",
     "VideoWriter",
@@ -326,6 +327,51 @@ def _iter_frames(p: Path, pr: _Probe, chunk_size: int, start: int) -> Iterator[n
             yield np.stack(buf)
     finally:
         container.close()
+
+
+def read_frames_at(path: PathLike, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode only the frames ``indices`` (increasing) of a video, seeking across large gaps.
+
+    A run of indices less than two seconds apart is decoded forward in one pass; a larger gap
+    reopens the file and seeks to the key frame before the next index (see :func:`iter_frames`), so
+    sampling a long video costs about one GOP per sample, not a decode of the whole file.
+
+    Args:
+        path: video file.
+        indices: strictly increasing frame indices in ``[0, num_frames)``.
+
+    Yields:
+        ``(index, frame uint8 [H, W, 3] RGB)``; an index past the frames the decoder actually
+        returns (damaged tail) is skipped.
+
+    Raises:
+        InvalidInputError: as :func:`iter_frames`, or indices not increasing / out of range.
+    """
+    pr = _probe(path)
+    idx = [int(i) for i in indices]
+    if any(b <= a for a, b in zip(idx, idx[1:])) or (idx and not 0 <= idx[0] <= idx[-1] < pr.info.num_frames):
+        raise InvalidInputError(
+            f"read_frames_at: expected increasing indices in 0..{pr.info.num_frames - 1}, got {idx[:8]}..."
+        )
+    return _read_frames_at(Path(os.fspath(path)), pr, idx)
+
+
+def _read_frames_at(p: Path, pr: _Probe, idx: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+    gap = max(1, int(2 * pr.fps))
+    k = 0
+    while k < len(idx):
+        run_end = k + 1  # indices[k:run_end] are decoded in one forward pass
+        while run_end < len(idx) and idx[run_end] - idx[run_end - 1] <= gap:
+            run_end += 1
+        wanted = set(idx[k:run_end])
+        pos = idx[k]
+        for chunk in _iter_frames(p, pr, 1, idx[k]):
+            if pos in wanted:
+                yield pos, chunk[0]
+            pos += 1
+            if pos > idx[run_end - 1]:
+                break
+        k = run_end
 
 
 def read_video(path: PathLike, max_frames: int | None = None) -> tuple[np.ndarray, VideoInfo]:
