@@ -56,3 +56,16 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def readonly_folder(tmp_path):
+    """A folder in which no file can be created: a 0o555 folder, or ``/sys`` when running as root
+    (root writes into 0o555 folders); skips where neither works."""
+    folder = Path("/sys") if os.geteuid() == 0 else tmp_path / "ro"
+    if folder != Path("/sys"):
+        folder.mkdir()
+        folder.chmod(0o555)
+    if not folder.is_dir():
+        pytest.skip("no read-only folder available")
+    return folder
