@@ -163,8 +163,10 @@ def _infer(args: argparse.Namespace) -> int:
         default_device_and_dtype,
         load_inputs,
     )
-    from latentsync.face.probe import require_face_in_video
+    from latentsync.face.aligner import FaceAligner
+    from latentsync.face.probe import require_face_in_source
     from latentsync.video.io import check_output_writable, encoded_size
+    from latentsync.video.sources import FileFrames
 
     # 1. everything that can be checked without models
     check_job_arguments(args.video, args.audio, args.output, args.resolution, args.steps, args.guidance_scale, args.seed)
@@ -176,7 +178,8 @@ def _infer(args: argparse.Namespace) -> int:
     info, waveform = load_inputs(args.video, args.audio)
     n_samples = int(waveform.shape[0])
     del waveform
-    require_face_in_video(args.video, info.num_frames, info.fps)  # a face-less video fails here, in seconds
+    with FaceAligner(args.resolution, fps=float(info.fps)) as aligner:  # a face-less video fails here, in seconds
+        require_face_in_source(FileFrames.open(args.video), aligner)
     size = f"{info.width}x{info.height}"
     out_size = "{}x{}".format(*encoded_size(info.width, info.height))
     if out_size != size:

@@ -169,12 +169,15 @@ def test_odd_video_size_is_stated(media, capsys, tmp_path, monkeypatch):
     """An odd-size input is written one pixel larger (H.264 yuv420p); the log line and --help say so."""
     import av
 
+    from latentsync.video.io import read_video
+
     odd = tmp_path / "odd.mkv"
+    faces = read_video(media["video"], max_frames=3)[0]
     with av.open(str(odd), "w") as c:
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 271, 481, "yuv444p"
         for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.full((481, 271, 3), 100, np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(faces[i], format="rgb24").reformat(271, 481)
             frame.pts = i
             for pkt in s.encode(frame):
                 c.mux(pkt)

@@ -86,3 +86,37 @@ def test_sighup_while_the_tiny_checkpoints_are_written_cleans_up(tmp_path):
     proc, tmpdir, out_dir = _start(tmp_path)
     _wait_for(proc, lambda: any(p.is_dir() and any(p.rglob("*")) for p in tmpdir.glob("latentsync-tiny-*")))
     _stop_and_check(proc, signal.SIGHUP, tmpdir, out_dir)
+
+
+@pytest.mark.slow  # about a minute: tiny models, Whisper and the first chunk
+def test_backend_job_cancelled_by_its_callback_leaves_nothing(tmp_path):
+    """LipSyncPipeline (the backend job the CLI and API users run): a callback that raises once the
+    looped job has spilled frames and written its first chunk (a cancel) leaves no output, no spill."""
+    from latentsync.models.tiny import write_tiny_checkpoint_dir
+    from latentsync.pipeline.lipsync import LipSyncPipeline
+    from latentsync.weights import resolve_weights
+
+    if not VIDEO.exists():
+        pytest.skip("examples/demo1_3s.mp4 not present")
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, np.zeros(4 * 16000, np.float32), 16000, subtype="PCM_16")
+    weights = resolve_weights(write_tiny_checkpoint_dir(tmp_path / "ckpt"), 256, download=False)
+    pipe = LipSyncPipeline.from_weights(weights, resolution=256)
+    scratch, out_dir = tmp_path / "scratch", tmp_path / "out"
+    scratch.mkdir()
+    out_dir.mkdir()
+    (out_dir / "result.mp4").write_bytes(b"previous result")
+
+    class Cancel(Exception):
+        pass
+
+    def callback(p):
+        if p.stage == "frames":
+            assert any(scratch.rglob("*.u8"))  # the loop spill exists at this point
+            raise Cancel
+
+    with pytest.raises(Cancel):
+        pipe(VIDEO, wav, out_dir / "result.mp4", num_inference_steps=1, callback=callback, tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in out_dir.iterdir()) == ["result.mp4"]
+    assert (out_dir / "result.mp4").read_bytes() == b"previous result"

@@ -4,30 +4,29 @@ a video whose face appears late is still found, and the CLI refuses it before lo
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 from latentsync.errors import NoFaceError
-from latentsync.face.probe import probe_indices, require_face_in_video
+from latentsync.face.probe import probe_indices, require_face_in_source
 from latentsync.video.io import VideoWriter
+from latentsync.video.sources import FileFrames
 
 
 class BrightIsFace:
-    """Stand-in landmarker: a frame "has a face" when it is bright; counts the calls."""
+    """Stand-in aligner: a frame "has a face" when it is bright; records the frames it was given."""
 
     def __init__(self):
-        self.calls, self.resets = [], 0
+        self.calls = []
 
-    def detect(self, frame, frame_index):
-        self.calls.append(frame_index)
-        return np.zeros((468, 2)) if frame.mean() > 200 else None
-
-    def reset(self):
-        self.resets += 1
-
-    def close(self):
-        pass
+    def align(self, frames, start_index=0):
+        self.calls.append(start_index)
+        n = frames.shape[0]
+        dark = [start_index + i for i in range(n) if float(np.asarray(frames[i]).mean()) < 200]
+        return SimpleNamespace(no_face_indices=dark)
 
 
 def _video(path, n, bright=()):
@@ -47,23 +46,36 @@ def test_probe_indices_cover_the_start_then_sample_the_rest():
 
 
 def test_faceless_video_fails_after_the_probe_only(tmp_path):
-    video = _video(tmp_path / "nobody.mp4", 250)
-    lm = BrightIsFace()
+    video = FileFrames.open(_video(tmp_path / "nobody.mp4", 250))
+    aligner = BrightIsFace()
     with pytest.raises(NoFaceError) as ei:
-        require_face_in_video(video, 250, 25.0, landmarker=lm)
+        require_face_in_source(video, aligner)
     msg = str(ei.value)
     assert "nobody.mp4" in msg and "first 2.0 s (50 frames)" in msg and "16 frames sampled" in msg
-    assert len(lm.calls) == 66 and lm.resets == 1  # not all 250 frames
+    assert aligner.calls == list(probe_indices(250, 25.0)) and len(aligner.calls) == 66  # not all 250 frames
 
 
 def test_face_only_late_or_briefly_is_found(tmp_path):
-    lm = BrightIsFace()
-    late = _video(tmp_path / "late.mp4", 250, bright=range(200, 215))  # 0.6 s of face at 8 s
-    found = require_face_in_video(late, 250, 25.0, landmarker=lm)
-    assert 200 <= found < 215 and len(lm.calls) < 66
-    lm = BrightIsFace()
-    first = _video(tmp_path / "first.mp4", 250, bright=range(250))
-    assert require_face_in_video(first, 250, 25.0, landmarker=lm) == 0 and lm.calls == [0]
+    aligner = BrightIsFace()
+    late = FileFrames.open(_video(tmp_path / "late.mp4", 250, bright=range(200, 215)))  # 0.6 s of face at 8 s
+    found = require_face_in_source(late, aligner)
+    assert 200 <= found < 215 and len(aligner.calls) < 66
+    aligner = BrightIsFace()
+    first = FileFrames.open(_video(tmp_path / "first.mp4", 250, bright=range(250)))
+    assert require_face_in_source(first, aligner) == 0 and aligner.calls == [0]
+
+
+def test_in_memory_source_is_probed_the_same_way():
+    """An IMAGE-like source without a file: walked chunk by chunk, the same frames probed."""
+    frames = torch.full((250, 8, 8, 3), 90, dtype=torch.uint8)
+    source = SimpleNamespace(num_frames=250, fps=None, name="input 'images'",
+                             chunks=lambda chunk=16: (frames[s:s + chunk] for s in range(0, 250, chunk)))
+    aligner = BrightIsFace()
+    with pytest.raises(NoFaceError, match="input 'images': no face found in the first 2.0 s"):
+        require_face_in_source(source, aligner)
+    assert len(aligner.calls) == 66
+    frames[225:235] = 255  # 0.4 s of face near the end
+    assert require_face_in_source(source, BrightIsFace()) == 231
 
 
 def test_cli_refuses_a_faceless_video_before_loading_models(tmp_path, capsys):

@@ -505,7 +505,7 @@ def test_face_crop_align_chunks_frames_and_lists_faceless_ones(fake_face):
     images = torch.full((20, 40, 48, 3), 0.5)
     images[[3, 17]] = 0.0
     crops, faces, mask, no_face = _run(FaceCropAlign, images=images, resolution="256")
-    assert [(s, n) for s, n, _ in FakeAligner.seen] == [(0, 16), (16, 4)]
+    assert [(s, n) for s, n, _ in FakeAligner.seen] == [(0, 1), (0, 16), (16, 4)]  # the face probe, then all
     assert all(d == torch.uint8 for _, _, d in FakeAligner.seen)
     assert crops.no_face_indices == [3, 17] and no_face == "3,17" and len(crops) == 20
     assert faces.shape == (20, R, R, 3) and faces.dtype == torch.float32

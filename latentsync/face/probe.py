@@ -14,9 +14,10 @@ and the message says what was probed.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
+import torch
 
 from latentsync.errors import NoFaceError
 
@@ -48,37 +49,64 @@ def probe_indices(num_frames: int, fps: float, head_s: float = HEAD_SECONDS, ste
     return np.concatenate([np.arange(head, dtype=np.int64), np.unique(sparse)])
 
 
-def first_face_index(frames: Iterable[tuple[int, np.ndarray]], detect: Callable[[np.ndarray, int], object]) -> int | None:
-    """Index of the first frame in which ``detect(frame, index)`` finds a face (not None), else None.
+def first_face_index(frames: Iterable[tuple[int, np.ndarray | torch.Tensor]], aligner) -> int | None:
+    """Index of the first frame in which ``aligner`` finds a face, else None.
+
+    Each frame is aligned on its own (``aligner.align(frame[None], start_index=index)``), which
+    restarts the aligner's tracking; its next call for the real pass (``start_index`` 0) restarts it
+    again, so probing leaves no state behind.
 
     Args:
-        frames: ``(index, frame uint8 [H, W, 3] RGB)`` pairs, e.g. from
-            :func:`latentsync.video.io.read_frames_at`.
-        detect: a landmarker's ``detect`` (:class:`~latentsync.face.landmarks.Landmarker`).
+        frames: ``(index, frame uint8 [H, W, 3] RGB)`` pairs, increasing indices.
+        aligner: :class:`~latentsync.face.aligner.FaceAligner` (anything with ``align``).
     """
     for index, frame in frames:
-        if detect(np.ascontiguousarray(frame), int(index)) is not None:
+        if not aligner.align(frame[None], start_index=int(index)).no_face_indices:
             return int(index)
     return None
 
 
-def require_face_in_probe(frames: Iterable[tuple[int, np.ndarray]], detect: Callable[[np.ndarray, int], object],
-                          indices: np.ndarray, fps: float, input_name: str = "video") -> int:
-    """:func:`first_face_index` over the probe frames, or :class:`NoFaceError` when none has a face.
+def frames_at(source, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray | torch.Tensor]]:
+    """``(index, frame)`` of a frame source (:mod:`latentsync.video.sources`) at increasing ``indices``.
+
+    A file source seeks (:func:`latentsync.video.io.read_frames_at`); any other source (an IMAGE
+    batch in memory) is walked chunk by chunk, stopping after the last index.
+    """
+    from latentsync.video.sources import FileFrames
+
+    if isinstance(source, FileFrames):
+        from latentsync.video.io import read_frames_at
+
+        for i, frame in read_frames_at(source.path, indices + source.start):
+            yield i - source.start, frame
+        return
+    k, pos = 0, 0
+    for chunk in source.chunks():
+        while k < len(indices) and indices[k] < pos + chunk.shape[0]:
+            yield int(indices[k]), chunk[int(indices[k]) - pos]
+            k += 1
+        pos += chunk.shape[0]
+        if k == len(indices):
+            return
+
+
+def require_face_in_source(source, aligner) -> int:
+    """Probe a frame source for a face (:func:`probe_indices`) before all of it is aligned.
 
     Args:
-        frames: the frames of ``indices`` (see :func:`first_face_index`).
-        detect: the landmarker's ``detect``.
-        indices: what :func:`probe_indices` gave (for the message).
-        fps: frame rate, Hz (for the message).
-        input_name: the input named in the message.
+        source: a frame source (``num_frames``, ``fps`` (None = unknown, 25 assumed), ``name``,
+            ``chunks()``), e.g. :class:`latentsync.video.sources.FileFrames`.
+        aligner: see :func:`first_face_index`.
 
-    Returns: the index of the first frame with a face.
+    Returns: the index of the first probed frame with a face.
 
     Raises:
-        NoFaceError: naming the input, the frames probed and what to do.
+        NoFaceError: no face in any probed frame; the message names the input and what was probed.
+        InvalidInputError: the frames cannot be decoded.
     """
-    found = first_face_index(frames, detect)
+    fps = float(source.fps or 25.0)
+    indices = probe_indices(source.num_frames, fps)
+    found = first_face_index(frames_at(source, indices), aligner)
     if found is not None:
         return found
     head = int(np.sum(indices == np.arange(len(indices))))
@@ -86,35 +114,4 @@ def require_face_in_probe(frames: Iterable[tuple[int, np.ndarray]], detect: Call
     where = f"any of its {head} frames" if not sparse else (
         f"the first {head / fps:.1f} s ({head} frames) nor in {sparse} frames sampled over the rest "
         f"(every {(indices[-1] - indices[head - 1]) / sparse / fps:.1f} s)")
-    raise NoFaceError(f"{input_name}: no face found in {where}; LatentSync needs a visible, roughly frontal face")
-
-
-def require_face_in_video(video, num_frames: int, fps: float, landmarker=None, input_name: str | None = None) -> int:
-    """Probe a video file for a face (:func:`probe_indices`) before the whole video is aligned.
-
-    Args:
-        video: video file path.
-        num_frames, fps: from :func:`latentsync.video.io.probe_video`.
-        landmarker: a :class:`~latentsync.face.landmarks.Landmarker` to use (reset afterwards, so its
-            tracking starts afresh for the real pass); default a mediapipe one, closed afterwards.
-        input_name: the input named in the message (default ``video '<path>'``).
-
-    Returns: the index of the first frame with a face.
-
-    Raises:
-        NoFaceError: no face in any probed frame.
-        InvalidInputError: the video cannot be decoded.
-    """
-    from latentsync.face.landmarks import create_landmarker
-    from latentsync.video.io import read_frames_at
-
-    indices = probe_indices(num_frames, fps)
-    lm = landmarker if landmarker is not None else create_landmarker(video_mode=True, fps=float(fps))
-    try:
-        return require_face_in_probe(read_frames_at(video, indices), lm.detect, indices, fps,
-                                     input_name or f"video '{video}'")
-    finally:
-        if landmarker is None:
-            lm.close()
-        else:
-            lm.reset()
+    raise NoFaceError(f"{source.name}: no face found in {where}; LatentSync needs a visible, roughly frontal face")

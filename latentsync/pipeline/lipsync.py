@@ -323,11 +323,14 @@ class LipSyncPipeline:
         Raises:
             InvalidInputError: bad arguments or unreadable media (nothing is written).
             AudioTooShortError: audio shorter than one video frame.
-            NoFaceError: no face in any frame (nothing is written).
+            NoFaceError: no face in any frame (nothing is written); a video without a face is found
+                by a probe of a few frames (:mod:`latentsync.face.probe`) before any other work.
         """
         from latentsync.audio.windows import window_indices
         from latentsync.face.aligner import FaceAligner
+        from latentsync.face.probe import require_face_in_source
         from latentsync.video.io import VideoWriter, iter_frames
+        from latentsync.video.sources import FileFrames
         from latentsync.video.timeline import plan_output
 
         t0 = time.monotonic()
@@ -336,6 +339,9 @@ class LipSyncPipeline:
             video, audio, output, self.resolution, num_inference_steps, guidance_scale, seed
         )
         info, waveform = load_inputs(video, audio)
+        with FaceAligner(self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps)) as probe:
+            require_face_in_source(FileFrames.open(video), probe)  # a face-less video fails here, not at the end
+            probe.reset()  # a shared landmarker starts the real pass untracked
         plan = plan_output(info.num_frames, waveform.shape[0], info.fps, SAMPLE_RATE)
         logger.info(
             "video %s: %d frames %dx%d at %.3f fps; audio %s: %.2f s -> %d output frames%s",

@@ -321,8 +321,12 @@ def align_source(
         crops of all ``source.num_frames`` frames (``start_index`` 0).
 
     Raises:
-        NoFaceError: no frame has a face.
+        NoFaceError: no frame has a face (a face-less source is found by a probe of a few frames,
+            :func:`latentsync.face.probe.require_face_in_source`, before the whole of it is aligned).
     """
+    from latentsync.face.probe import require_face_in_source
+
+    require_face_in_source(source, aligner)
     parts = (c for _, c in align_chunks(aligner, source.chunks(), total=source.num_frames, callback=callback))
     crops = collect(parts) if collect is not None else FaceCrops.concat(list(parts))
     require_face(crops.no_face_indices, len(crops), source.name)
