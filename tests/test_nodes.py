@@ -734,7 +734,7 @@ def test_video_input_streams_its_trim_window_and_refuses_a_crop(fake_face, count
 
     trimmed = FakeVideo(str(counting_video), trim=(0.2, 0.4))  # frames 5..14 (t = i / 25 in [0.2, 0.6))
     crops, faces, _, _ = _run(FaceCropAlign, images=trimmed, resolution="256")
-    assert len(crops) == 10 and [(s, n) for s, n, _ in FakeAligner.seen] == [(0, 10)]
+    assert len(crops) == 10 and [(s, n) for s, n, _ in FakeAligner.seen] == [(0, 1), (0, 10)]  # the face probe, then the window
     images, out = _run(PasteBackFaces, images=trimmed, faces=torch.rand(14, R, R, 3), face_crops=crops,
                        audio={"waveform": torch.zeros(1, 2, 48000), "sample_rate": 48000})
     src = list(range(5, 15)) + [14, 13, 12, 11]  # ping-pong over the trimmed frames
