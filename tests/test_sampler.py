@@ -39,14 +39,23 @@ def _cond(f: int = F, h: int = H, seed: int = 0) -> ChunkConditioning:
 
 def test_unet_input_channel_order_and_batch():
     cond = _cond()
-    x = torch.randn(2, 4, F, H, H)
-    inp = cond.unet_input(x)
-    assert inp.shape == (2, 13, F, H, H)
-    assert torch.equal(inp[:, :4], x)
-    for b in range(2):
-        assert torch.equal(inp[b, 4:5], cond.mask_latents[0])
-        assert torch.equal(inp[b, 5:9], cond.masked_latents[0])
-        assert torch.equal(inp[b, 9:13], cond.ref_latents[0])
+    x = torch.randn(1, 4, F, H, H)
+    seen = []
+
+    def model(sample, timestep, ehs, step_index):
+        seen.append(sample)
+        return sample[:, :4]
+
+    guided = ZeroAudioGuidance(model, 1.5)
+    guided(x, torch.tensor(1), cond, 0)
+    guided(2 * x, torch.tensor(1), cond, 1)  # the constant channels are reused, the latents are new
+    for inp, lat in zip(seen, (x, 2 * x)):
+        assert inp.shape == (2, 13, F, H, H)
+        for b in range(2):
+            assert torch.equal(inp[b, :4], lat[0])
+            assert torch.equal(inp[b, 4:5], cond.mask_latents[0])
+            assert torch.equal(inp[b, 5:9], cond.masked_latents[0])
+            assert torch.equal(inp[b, 9:13], cond.ref_latents[0])
 
 
 def test_pixels_mask_and_layout_helpers():
@@ -179,3 +188,68 @@ def test_deepcache_with_tiny_unet_small_latents():
     assert torch.allclose(plain[0].noise_pred_raw, cached[0].noise_pred_raw, atol=1e-5)  # full step
     assert not torch.allclose(plain[1].noise_pred_raw, cached[1].noise_pred_raw, atol=1e-6)  # reused features
     assert a.shape == b.shape == (1, 4, 2, 8, 8) and torch.isfinite(b).all()
+
+
+def _oracle(x0: torch.Tensor, scheduler):
+    """Noise model of a point-mass data distribution at ``x0``: the exact epsilon for every x_t."""
+    alphas = scheduler.alphas_cumprod
+
+    def model(sample, timestep, ehs, step_index):
+        a = alphas[int(timestep)]
+        return (sample[:, :4] - a.sqrt() * x0) / (1 - a).sqrt()
+
+    return model
+
+
+def test_dpmsolver_schedule_and_exact_solve():
+    s = make_scheduler(name="dpmsolver++")
+    s.set_timesteps(10)
+    assert s.timesteps.tolist() == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]
+    assert s.config.algorithm_type == "dpmsolver++" and s.config.solver_order == 2
+    assert s.config.beta_schedule == "scaled_linear" and s.config.beta_start == 0.00085  # official betas
+    x0 = torch.randn(1, 4, F, H, H, generator=torch.Generator().manual_seed(8))
+    noise = torch.randn(1, 4, F, H, H, generator=torch.Generator().manual_seed(9))
+    infos = []
+    out = sample_chunk(_oracle(x0, s), noise, _cond(), 10, guidance_scale=1.0, scheduler=s, callback=infos.append)
+    # with the exact epsilon the solver lands on the data (final sigma 0); DDIM stops at t = 1
+    assert float((out - x0).abs().max()) < 1e-4
+    assert float((infos[0].pred_original_sample - x0).abs().max()) < 1e-3
+    assert [i.timestep for i in infos] == s.timesteps.tolist()
+
+
+def test_dpmsolver_state_is_reset_for_every_chunk():
+    def model(sample, timestep, ehs, step_index):
+        return 0.1 * sample[:, :4] + 0.01 * sample[:, 9:13]
+
+    a_lat = torch.randn(1, 4, F, H, H, generator=torch.Generator().manual_seed(1))
+    b_lat = torch.randn(1, 4, F, H, H, generator=torch.Generator().manual_seed(2))
+    shared = make_scheduler(name="dpmsolver++")
+    sample_chunk(model, a_lat.clone(), _cond(seed=1), 6, scheduler=shared)
+    assert shared.model_outputs[-1] is not None and shared.step_index == 6  # state left by chunk A
+    b_after_a = sample_chunk(model, b_lat.clone(), _cond(seed=2), 6, scheduler=shared)
+    b_fresh = sample_chunk(model, b_lat.clone(), _cond(seed=2), 6, scheduler=make_scheduler(name="dpmsolver++"))
+    assert torch.equal(b_after_a, b_fresh)
+    ddim = sample_chunk(model, b_lat.clone(), _cond(seed=2), 6)
+    assert not torch.allclose(ddim, b_fresh, atol=1e-3)  # another solver, another result
+
+
+def test_dpmsolver_with_guidance_and_deepcache_tiny_unet():
+    from latentsync.models.tiny import build_tiny_unet
+
+    unet = build_tiny_unet(seed=0)
+    cond = _cond(f=2, h=8, seed=4)
+    x = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+    runs = [sample_chunk(unet, x.clone(), cond, 4, guidance_scale=1.5, scheduler="dpmsolver++", deepcache=dc)
+            for dc in (False, True, True)]
+    assert all(r.shape == (1, 4, 2, 8, 8) and torch.isfinite(r).all() for r in runs)
+    assert torch.equal(runs[1], runs[2]) and not torch.allclose(runs[0], runs[1], atol=1e-6)
+
+
+def test_scheduler_argument_errors():
+    def model(sample, timestep, ehs, step_index):
+        return sample[:, :4]
+
+    with pytest.raises(InvalidInputError, match="scheduler: expected one of ddim, dpmsolver\\+\\+"):
+        make_scheduler(name="euler")
+    with pytest.raises(InvalidInputError, match="only DDIM takes eta"):
+        sample_chunk(model, torch.randn(1, 4, F, H, H), _cond(), 2, eta=0.5, scheduler="dpmsolver++")

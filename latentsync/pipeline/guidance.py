@@ -94,21 +94,33 @@ class ZeroAudioGuidance:
     def __init__(self, model: NoiseModel, guidance_scale: float = 1.5):
         self.model = model
         self.guidance_scale = float(guidance_scale)
+        self._prepared: tuple[ChunkConditioning, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def do_guidance(self) -> bool:
         return self.guidance_scale > 1.0
 
+    def _batch(self, cond: ChunkConditioning, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk's constant U-Net inputs, built on its first step and reused by the others.
+
+        Returns ``(conditioning channels [B, 9, F, h, w], audio [B*F, 50, 384])`` on ``like``'s device
+        and dtype, B = 2 (zero audio first) with guidance, else 1.
+        """
+        if self._prepared is None or self._prepared[0] is not cond:
+            b = 2 if self.do_guidance else 1
+            channels = cond.conditioning_channels(like).expand(b, -1, -1, -1, -1)
+            audio = cond.audio_embeds.to(device=like.device, dtype=like.dtype)
+            if self.do_guidance:
+                audio = torch.cat([torch.zeros_like(audio), audio])  # [(2 F), 50, 384], uncond first
+            self._prepared = (cond, channels, audio)
+        return self._prepared[1], self._prepared[2]
+
     def __call__(
         self, latents: torch.Tensor, timestep: torch.Tensor, cond: ChunkConditioning, step_index: int
     ) -> GuidedPrediction:
-        audio = cond.audio_embeds.to(device=latents.device, dtype=latents.dtype)
-        if self.do_guidance:
-            x = torch.cat([latents, latents])
-            audio = torch.cat([torch.zeros_like(audio), audio])  # [(2 F), 50, 384], uncond first
-        else:
-            x = latents
-        raw = self.model(cond.unet_input(x), timestep, audio, step_index)
+        channels, audio = self._batch(cond, latents)
+        x = torch.cat([latents, latents]) if self.do_guidance else latents
+        raw = self.model(torch.cat([x, channels], dim=1), timestep, audio, step_index)
         if not self.do_guidance:
             return GuidedPrediction(noise_pred=raw, noise_pred_raw=raw)
         eps_uncond, eps_cond = raw.chunk(2)

@@ -136,12 +136,7 @@ class ChunkConditioning:
     def num_frames(self) -> int:
         return int(self.ref_latents.shape[2])
 
-    def unet_input(self, latents: torch.Tensor) -> torch.Tensor:
-        """Concatenate ``[latents | mask | masked | reference]`` along channels -> ``[B, 13, F, h, w]``.
-
-        ``latents`` may have batch B > 1 (e.g. the CFG pair); the conditioning is repeated to match.
-        """
-        b = latents.shape[0]
+    def conditioning_channels(self, like: torch.Tensor) -> torch.Tensor:
+        """``[mask | masked | reference]`` -> ``[1, 9, F, h, w]`` on ``like``'s device and dtype."""
         cond = torch.cat([self.mask_latents, self.masked_latents, self.ref_latents], dim=1)
-        cond = cond.to(device=latents.device, dtype=latents.dtype)
-        return torch.cat([latents, cond.expand(b, *cond.shape[1:])], dim=1)
+        return cond.to(device=like.device, dtype=like.dtype)
