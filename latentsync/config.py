@@ -136,6 +136,11 @@ def syncnet_model_config(name_or_path: str | Path = "syncnet_16_pixel_attn") -> 
     return load_syncnet_config(name_or_path)["model"]
 
 
+SCHEDULERS = ("ddim", "dpmsolver++")
+"""Samplers on the official noise schedule (``latentsync.pipeline.sampler.make_scheduler``): DDIM is the
+official one, DPM-Solver++ the fast mode. Names of the CLI ``--scheduler`` and the sampler node."""
+
+
 def scheduler_config() -> dict[str, Any]:
     """DDIM scheduler settings of the official pipeline (spec 1.2), for ``DDIMScheduler.from_config``."""
     return load_config(CONFIG_DIR / "scheduler_config.json")

@@ -165,6 +165,50 @@ def _load_vae_file(path: Path) -> AutoencoderKL:
     return vae
 
 
+DEFAULT_BATCH_SIZE = 16
+"""Images per VAE call on the CPU: the official pipeline decodes a whole 16-frame chunk at once."""
+
+# Activation memory of one SD-VAE encode/decode, bytes per image pixel for a 2-byte dtype: the decoder's
+# 512 x 512 stage holds up to four 128-256-channel maps at once (~2 KiB per pixel in fp16).
+_ACTIVATION_BYTES_PER_PIXEL = 2048
+MAX_AUTO_BATCH_SIZE = 32
+
+
+def auto_batch_size(device: str | torch.device, resolution: int, dtype: torch.dtype = torch.float32,
+                    memory_fraction: float = 0.5) -> int:
+    """Images per VAE call that fit the device (VRAM-aware batching).
+
+    Args:
+        device: inference device. CPU -> :data:`DEFAULT_BATCH_SIZE`.
+        resolution: face size in pixels (256 or 512).
+        dtype: VAE dtype (activation size scales with its element size).
+        memory_fraction: share of the CUDA device's currently free memory the activations may use.
+
+    Returns:
+        On CUDA, ``floor(free * memory_fraction / per_image)`` clamped to ``1..``
+        :data:`MAX_AUTO_BATCH_SIZE` (32: a chunk's masked + reference faces in one call), with
+        ``per_image = resolution^2 * 2048 * element_size / 2`` bytes (512 MiB per 512 px fp16 face).
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DEFAULT_BATCH_SIZE
+    free, _ = torch.cuda.mem_get_info(device)
+    element = torch.empty((), dtype=dtype).element_size()
+    per_image = resolution * resolution * _ACTIVATION_BYTES_PER_PIXEL * element // 2
+    return max(1, min(MAX_AUTO_BATCH_SIZE, int(free * memory_fraction) // per_image))
+
+
+def _vae_input(x: torch.Tensor, vae: AutoencoderKL) -> torch.Tensor:
+    """``x`` on the VAE's device and dtype, NHWC when the VAE's weights are (see ``latentsync.device``).
+
+    Objects with the same interface that are not an ``AutoencoderKL`` (ComfyUI's VAE adapter) get NCHW.
+    """
+    x = x.to(device=vae.device, dtype=vae.dtype)
+    if isinstance(vae, AutoencoderKL) and vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _batches(n: int, batch_size: int):
     if batch_size < 1:
         raise InvalidInputError(f"VAE batch_size must be >= 1, got {batch_size}")
@@ -177,7 +221,7 @@ def encode_frames(
     vae: AutoencoderKL,
     pixels: torch.Tensor,
     generator: torch.Generator | None = None,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> torch.Tensor:
     """Encode images to scaled latents: ``sample(posterior) * 0.18215`` (spec 1.2, 1.9).
 
@@ -188,7 +232,7 @@ def encode_frames(
         generator: torch generator for the posterior sample (any device; the draw happens on the
             generator's device and is moved). ``None`` uses the global RNG. Batches consume it in order,
             so the result does not depend on ``batch_size``.
-        batch_size: images per VAE call (bounds activation memory).
+        batch_size: images per VAE call (bounds activation memory; see :func:`auto_batch_size`).
 
     Returns:
         Scaled latents ``[N, 4, H/8, W/8]`` in the VAE's dtype, on the VAE's device.
@@ -202,7 +246,7 @@ def encode_frames(
         )
     out = []
     for sl in _batches(pixels.shape[0], batch_size):
-        x = pixels[sl].to(device=vae.device, dtype=vae.dtype)
+        x = _vae_input(pixels[sl], vae)
         posterior = vae.encode(x).latent_dist
         z = _sample_posterior(posterior, generator)
         out.append((z - VAE_SHIFT_FACTOR) * VAE_SCALING_FACTOR)
@@ -221,7 +265,7 @@ def _sample_posterior(posterior, generator: torch.Generator | None) -> torch.Ten
 
 
 @torch.no_grad()
-def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int = DEFAULT_BATCH_SIZE) -> torch.Tensor:
     """Decode scaled latents to images: ``D(z / 0.18215)`` (spec 1.2, 1.10).
 
     Args:
@@ -240,6 +284,6 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor, batch_size: int = 
         raise InvalidInputError(f"decode_latents: latents must be [N, {c}, h, w], got {tuple(latents.shape)}")
     out = []
     for sl in _batches(latents.shape[0], batch_size):
-        z = latents[sl].to(device=vae.device, dtype=vae.dtype)
+        z = _vae_input(latents[sl], vae)
         out.append(vae.decode(z / VAE_SCALING_FACTOR + VAE_SHIFT_FACTOR).sample)
     return torch.cat(out)

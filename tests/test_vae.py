@@ -118,3 +118,32 @@ def test_bad_inputs(vae, tmp_path):
         encode_frames(vae, torch.zeros(1, 3, 60, 64))
     with pytest.raises(InvalidInputError, match="latents"):
         decode_latents(vae, torch.zeros(1, 3, 8, 8))
+
+
+def test_channels_last_vae_gives_the_same_latents_and_images(vae):
+    import copy
+
+    from latentsync.device import prepare_models
+
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    nhwc = copy.deepcopy(vae)
+    prepare_models(torch.nn.Identity(), nhwc, torch.device("cpu"), channels_last=True)
+    assert nhwc.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    z = encode_frames(vae, x, torch.Generator().manual_seed(5))
+    z_nhwc = encode_frames(nhwc, x, torch.Generator().manual_seed(5))
+    assert torch.allclose(z, z_nhwc, atol=1e-5)
+    assert torch.allclose(decode_latents(vae, z), decode_latents(nhwc, z), atol=1e-5)
+
+
+def test_auto_batch_size_follows_free_cuda_memory(monkeypatch):
+    from latentsync.vae import DEFAULT_BATCH_SIZE, MAX_AUTO_BATCH_SIZE, auto_batch_size
+
+    assert auto_batch_size("cpu", 512) == DEFAULT_BATCH_SIZE == 16  # the official chunk
+    gib = 1 << 30
+    free = {"bytes": 8 * gib}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * gib))
+    assert auto_batch_size("cuda", 512, torch.float16) == 8  # half of 8 GiB / 512 MiB per face
+    assert auto_batch_size("cuda", 512, torch.float32) == 4
+    assert auto_batch_size("cuda", 256, torch.bfloat16) == MAX_AUTO_BATCH_SIZE
+    free["bytes"] = gib // 4
+    assert auto_batch_size("cuda", 512, torch.float16) == 1

@@ -96,16 +96,17 @@ def sample_face_latents(
             size, generator, dtype=dtype, device=device, init_noise_sigma=float(scheduler.init_noise_sigma)
         )
     m = mask_to_tensor(mask).to(device=device, dtype=dtype)
+    mask_channel = mask_latents(m, min(int(chunk_size), num), size)  # built once, sliced per chunk
     out = []
     for c, s in enumerate(range(0, num, int(chunk_size))):
         ref = face_pixels(faces[s : s + chunk_size], device=device, dtype=dtype)  # [f, 3, R, R] in [-1, 1]
-        masked = masked_and_reference(ref, m)
-        # Order of random draws as in the official pipeline: masked faces first, then references.
-        masked_latents = encode_frames(vae, masked, generator, vae_batch_size).to(device, dtype)
-        ref_latents = encode_frames(vae, ref, generator, vae_batch_size).to(device, dtype)
         f = ref.shape[0]
+        # One batched VAE pass over masked faces then references: the random draws keep the official
+        # order (masked first) because the posterior noise is drawn batch after batch.
+        latents_2f = encode_frames(vae, torch.cat([masked_and_reference(ref, m), ref]), generator, vae_batch_size)
+        masked_latents, ref_latents = latents_2f.to(device, dtype).split(f)
         cond = ChunkConditioning(
-            mask_latents=mask_latents(m, f, masked_latents.shape[-1]),
+            mask_latents=mask_channel[:, :, :f],
             masked_latents=frames_to_video_latents(masked_latents),
             ref_latents=frames_to_video_latents(ref_latents),
             audio_embeds=audio_embeds[s : s + f].to(device=device, dtype=dtype),

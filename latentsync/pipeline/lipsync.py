@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentsync.device import default_device_and_dtype, prepare_models
 from latentsync.errors import AudioTooShortError, InvalidInputError
 from latentsync.pipeline.faces import CHUNK_FRAMES  # official data.num_frames (16); the temporal layers accept 1..24
 from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, decode_faces, paste_generated,
@@ -90,23 +91,6 @@ class LipSyncResult:
     @property
     def num_no_face(self) -> int:
         return len(self.no_face_indices)
-
-
-def default_device_and_dtype(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:
-    """Inference device and dtype (spec 1.3).
-
-    CUDA when available (or when ``device`` names it), float16 if the GPU's compute capability major
-    is > 7 (Ampere or newer), else float32; CPU always float32.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidInputError("device: 'cuda' was requested but no CUDA device is available")
-        major, _ = torch.cuda.get_device_capability(device)
-        return device, (torch.float16 if major > 7 else torch.float32)
-    return device, torch.float32
 
 
 def check_job_arguments(
@@ -201,13 +185,17 @@ class LipSyncPipeline:
         whisper: openai-whisper model (``latentsync.checkpoints.load_whisper``).
         resolution: face resolution, 256 (LatentSync 1.5) or 512 (1.6).
         device, dtype: inference placement (default: :func:`default_device_and_dtype`).
-        scheduler_config: DDIM config dict; default the official one.
-        vae_batch_size: images per VAE call (memory bound).
+        scheduler_config: scheduler config dict (betas, training steps); default the official one.
+        scheduler: ``"ddim"`` (official) or ``"dpmsolver++"`` (fast mode, ~10 steps; see
+            :mod:`latentsync.pipeline.sampler` for what it trades).
+        vae_batch_size: images per VAE call; default :func:`latentsync.vae.auto_batch_size` (16 on the
+            CPU as officially, as many as half the free memory holds on CUDA, at most 32).
+        compile: ``torch.compile`` the U-Net (off by default; see :mod:`latentsync.device`).
         chunk_frames: frames denoised together (official 16; at most 24).
         landmarker: optional face landmarker (tests); default mediapipe.
 
     Raises:
-        InvalidInputError: unsupported resolution or chunk size.
+        InvalidInputError: unsupported resolution, chunk size or scheduler name.
     """
 
     def __init__(
@@ -219,9 +207,11 @@ class LipSyncPipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         scheduler_config: dict | None = None,
-        vae_batch_size: int = 8,
+        scheduler: str = "ddim",
+        vae_batch_size: int | None = None,
         chunk_frames: int = CHUNK_FRAMES,
         landmarker=None,
+        compile: bool = False,
     ):
         if resolution not in SUPPORTED_RESOLUTIONS:
             raise InvalidInputError(f"resolution: expected 256 or 512, got {resolution!r}")
@@ -229,12 +219,14 @@ class LipSyncPipeline:
             raise InvalidInputError(f"chunk_frames: expected 1..24 (temporal position encoding), got {chunk_frames}")
         dev, dt = default_device_and_dtype(device)
         self.device, self.dtype = dev, dtype or dt
-        self.unet, self.vae, self.whisper = unet, vae, whisper
+        self.unet, self.vae = prepare_models(unet, vae, self.device, compile=compile)
+        self.whisper = whisper
         self.resolution = int(resolution)
         from latentsync.pipeline.sampler import make_scheduler
+        from latentsync.vae import auto_batch_size
 
-        self.scheduler = make_scheduler(scheduler_config)
-        self.vae_batch_size = int(vae_batch_size)
+        self.scheduler = make_scheduler(scheduler_config, scheduler)
+        self.vae_batch_size = int(vae_batch_size or auto_batch_size(self.device, self.resolution, self.dtype))
         self.chunk_frames = int(chunk_frames)
         self.landmarker = landmarker
 

@@ -36,13 +36,10 @@ from typing import Callable
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-from latentsync.config import scheduler_config
+from latentsync.config import SCHEDULERS, scheduler_config
 from latentsync.errors import InvalidInputError
 from latentsync.pipeline.guidance import GuidedPrediction, ZeroAudioGuidance, accepts_step_index, as_noise_model
 from latentsync.pipeline.latents import ChunkConditioning
-
-SCHEDULERS = ("ddim", "dpmsolver++")
-"""Names accepted by :func:`make_scheduler` (CLI ``--scheduler``, the sampler node's ``scheduler``)."""
 
 Scheduler = DDIMScheduler | DPMSolverMultistepScheduler
 
