@@ -253,3 +253,27 @@ def test_scheduler_argument_errors():
         make_scheduler(name="euler")
     with pytest.raises(InvalidInputError, match="only DDIM takes eta"):
         sample_chunk(model, torch.randn(1, 4, F, H, H), _cond(), 2, eta=0.5, scheduler="dpmsolver++")
+
+
+def test_fast_mode_face_latents_shape_and_seed():
+    """10 DPM-Solver++ steps over two chunks (4 + 2 frames): right shape, same seed -> same latents."""
+    from latentsync.models.tiny import build_tiny_unet, build_tiny_vae
+    from latentsync.pipeline.faces import sample_face_latents
+
+    unet, vae = build_tiny_unet(seed=0), build_tiny_vae(seed=0)
+    g = torch.Generator().manual_seed(0)
+    faces = (torch.rand(6, 64, 64, 3, generator=g) * 255).to(torch.uint8)
+    mask = torch.ones(64, 64)
+    mask[32:] = 0
+    audio = torch.randn(6, 50, 384, generator=g)
+    chunks = []
+
+    def run(seed):
+        return sample_face_latents(unet, vae, faces, mask, audio, num_inference_steps=10, guidance_scale=1.5,
+                                   seed=seed, scheduler=make_scheduler(name="dpmsolver++"), chunk_size=4,
+                                   callback=lambda info: chunks.append(info.chunk_index))
+
+    a, b, c = run(1247), run(1247), run(7)
+    assert a.shape == (6, 4, 8, 8) and a.dtype == torch.float32 and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert chunks[:20] == [0] * 10 + [1] * 10  # two independent 10-step solves

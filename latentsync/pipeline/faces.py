@@ -18,6 +18,7 @@ import torch
 from latentsync.pipeline.latents import (ChunkConditioning, expand_noise, face_pixels, frames_to_video_latents,
                                          initial_noise, mask_latents, mask_to_tensor, masked_and_reference,
                                          video_to_frames_latents)
+from latentsync.pipeline.timing import StageTimer
 
 CHUNK_FRAMES = 16
 """Frames denoised together (official ``data.num_frames``)."""
@@ -45,6 +46,8 @@ def sample_face_latents(
     chunk_size: int = CHUNK_FRAMES,
     chunk_index: int = 0,
     callback: Callable | None = None,
+    timer: StageTimer | None = None,
+    out_device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Generate the scaled face latents of aligned faces, chunk by chunk (spec 1.9, 1.10).
 
@@ -68,9 +71,11 @@ def sample_face_latents(
         chunk_size: frames per U-Net chunk (1..24; official 16).
         chunk_index: index of the first chunk (reported to ``callback`` as ``StepInfo.chunk_index``).
         callback: called with the sampler's ``StepInfo`` after every step; raise to cancel.
+        timer: adds the VAE-encode and sampler seconds to its ``encode_latents`` / ``denoise`` stages.
+        out_device: where the returned latents go (the CPU for ComfyUI, the device for the CLI's decode).
 
     Returns:
-        float32 ``[F, 4, R/8, R/8]`` latents on the CPU, **scaled** (x 0.18215, as the U-Net sees them).
+        float32 ``[F, 4, R/8, R/8]`` latents on ``out_device``, **scaled** (x 0.18215, as the U-Net sees them).
 
     Raises:
         InvalidInputError: bad faces / mask shape, or neither ``seed`` nor ``generator`` given.
@@ -90,6 +95,7 @@ def sample_face_latents(
             f"sample_face_latents: audio_embeds has {audio_embeds.shape[0]} rows but faces has {num} frames"
         )
     scheduler = scheduler if scheduler is not None else make_scheduler()
+    timer = timer or StageTimer(device)
     size = int(faces.shape[1]) // 8
     if noise is None:
         noise = initial_noise(
@@ -103,20 +109,22 @@ def sample_face_latents(
         f = ref.shape[0]
         # One batched VAE pass over masked faces then references: the random draws keep the official
         # order (masked first) because the posterior noise is drawn batch after batch.
-        latents_2f = encode_frames(vae, torch.cat([masked_and_reference(ref, m), ref]), generator, vae_batch_size)
-        masked_latents, ref_latents = latents_2f.to(device, dtype).split(f)
+        with timer("encode_latents"):
+            latents_2f = encode_frames(vae, torch.cat([masked_and_reference(ref, m), ref]), generator, vae_batch_size)
+            masked_latents, ref_latents = latents_2f.to(device, dtype).split(f)
         cond = ChunkConditioning(
             mask_latents=mask_channel[:, :, :f],
             masked_latents=frames_to_video_latents(masked_latents),
             ref_latents=frames_to_video_latents(ref_latents),
             audio_embeds=audio_embeds[s : s + f].to(device=device, dtype=dtype),
         )
-        latents = sample_chunk(
-            unet, expand_noise(noise, f), cond, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, eta=eta, scheduler=scheduler, generator=generator,
-            deepcache=deepcache, callback=callback, chunk_index=chunk_index + c,
-        )
-        out.append(video_to_frames_latents(latents).to("cpu", torch.float32))
+        with timer("denoise"):
+            latents = sample_chunk(
+                unet, expand_noise(noise, f), cond, num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale, eta=eta, scheduler=scheduler, generator=generator,
+                deepcache=deepcache, callback=callback, chunk_index=chunk_index + c,
+            )
+        out.append(video_to_frames_latents(latents).to(out_device, torch.float32))
     return torch.cat(out)
 
 

@@ -34,6 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -41,8 +42,10 @@ import torch
 from latentsync.device import default_device_and_dtype, prepare_models
 from latentsync.errors import AudioTooShortError, InvalidInputError
 from latentsync.pipeline.faces import CHUNK_FRAMES  # official data.num_frames (16); the temporal layers accept 1..24
+from latentsync.pipeline.overlap import run_overlapped
 from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, decode_faces, paste_generated,
                                         report, require_face, resolve_seed)
+from latentsync.pipeline.timing import StageTimer
 from latentsync.video.segments import output_chunks, source_segments, take_frames
 
 # diffusers-based modules (sampler, vae) are imported where used, so that argument and file checks
@@ -74,6 +77,8 @@ class LipSyncResult:
         no_face_indices: output frame indices passed through unchanged (no face found).
         seed: the seed used (resolved when -1 was given).
         elapsed_s: wall time of the call, seconds.
+        stage_seconds: seconds inside each stage (:data:`latentsync.pipeline.timing.STAGES`), summed over
+            chunks; overlapped stages add up to more than ``elapsed_s``.
     """
 
     output: Path
@@ -87,6 +92,7 @@ class LipSyncResult:
     no_face_indices: list[int] = field(default_factory=list)
     seed: int = 0
     elapsed_s: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def num_no_face(self) -> int:
@@ -290,6 +296,8 @@ class LipSyncPipeline:
         callback: ProgressCallback | None = None,
         crf: int = 18,
         tmp_dir: str | os.PathLike | None = None,
+        overlap: bool = True,
+        synchronize_timing: bool = False,
     ) -> LipSyncResult:
         """Lip-sync ``video`` to ``audio`` and write ``output`` (spec 1, streaming).
 
@@ -306,6 +314,12 @@ class LipSyncPipeline:
             callback: receives :class:`Progress`; raise from it to cancel (no output is written).
             crf: H.264 quality of the output (lower = better).
             tmp_dir: where the loop spill goes (default the system temp folder).
+            overlap: decode + align the next chunk and paste + encode the previous one while the
+                current one is denoised (:func:`latentsync.pipeline.overlap.run_overlapped`); the
+                output is the same as with ``False`` (one stage after the other).
+            synchronize_timing: wait for the device at the end of every stage so that
+                ``LipSyncResult.stage_seconds`` is exact on CUDA (slower; see
+                :mod:`latentsync.pipeline.timing`).
 
         Returns:
             :class:`LipSyncResult`.
@@ -335,8 +349,10 @@ class LipSyncPipeline:
         n_out, chunk = plan.num_frames, self.chunk_frames
 
         # 2. Whisper features of the whole audio; per-frame windows gathered per chunk (spec 1.4)
+        timer = StageTimer(self.device, synchronize=synchronize_timing)
         report(callback, "audio", 0, 1)
-        features = self._audio_features(waveform)  # [L, 5, 384]
+        with timer("audio"):
+            features = self._audio_features(waveform)  # [L, 5, 384]
         windows = window_indices(n_out, info.fps, features.shape[0])  # int64 [n_out, 10]
         report(callback, "audio", 1, 1)
 
@@ -345,10 +361,12 @@ class LipSyncPipeline:
             self.unet, self.vae, resolution=self.resolution, num_frames=n_out,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=resolve_seed(seed),
             eta=eta, deepcache=deepcache, device=self.device, dtype=self.dtype, scheduler=self.scheduler,
-            vae_batch_size=self.vae_batch_size, chunk_frames=chunk, callback=callback,
+            vae_batch_size=self.vae_batch_size, chunk_frames=chunk, callback=callback, timer=timer,
+            out_device=self.device,
         )
 
-        # 4. per output chunk: align (forward pass) or read back (loop), sample, decode, paste, write
+        # 4. per output chunk: align (forward pass) or read back (loop) | sample, decode | paste, write;
+        #    the three run overlapped (reader thread | this thread | writer thread), chunks in order
         no_face: list[int] = []
         audio_out = waveform[: plan.num_audio_samples]
         n_forward = min(n_out, info.num_frames)
@@ -358,18 +376,32 @@ class LipSyncPipeline:
             output, info.fps, info.width, info.height, audio=audio_out, sample_rate=SAMPLE_RATE, crf=crf,
             inputs=(video, audio),
         ) as writer:
-            aligned = align_chunks(aligner, take_frames(iter_frames(video, chunk_size=chunk), n_forward),
-                                   total=n_forward, callback=callback)
+            decoded = timer.timed_iter("decode", iter_frames(video, chunk_size=chunk))
+            aligned = align_chunks(SimpleNamespace(align=timer.timed("align", aligner.align)),
+                                   take_frames(decoded, n_forward), total=n_forward, callback=callback)
             segments = source_segments(aligned, plan.frame_indices, info.num_frames, Path(scratch), chunk,
                                        what=f"video '{video}'")
-            for k, (frames, crops) in enumerate(output_chunks(segments, chunk)):
+
+            def generate(item):  # this thread only: the seeded generator and the accelerator's work
+                frames, crops = item
                 start, n = crops.start_index, len(crops)
                 no_face.extend(crops.no_face_indices)
                 idx = windows[start : start + n].reshape(-1).to(features.device)
-                latents = sampler(crops, features[idx].reshape(n, -1, features.shape[-1]), k)  # [n, 50, 384] audio
-                faces = None if latents is None else decode_faces(self.vae, latents, self.vae_batch_size)
-                writer.write(paste_generated(frames, faces, crops, aligner.paste_back))
-                report(callback, "frames", start + n, n_out)
+                latents = sampler(crops, features[idx].reshape(n, -1, features.shape[-1]), start // chunk)  # [n, 50, 384]
+                if latents is None:
+                    return frames, None, crops
+                with timer("decode_latents"):
+                    return frames, decode_faces(self.vae, latents, self.vae_batch_size), crops
+
+            def paste_and_write(item) -> None:
+                frames, faces, crops = item
+                with timer("paste"):
+                    frames = paste_generated(frames, faces, crops, aligner.paste_back)
+                with timer("encode_video"):
+                    writer.write(frames)
+                report(callback, "frames", crops.start_index + len(crops), n_out)
+
+            run_overlapped(output_chunks(segments, chunk), generate, paste_and_write, overlap=overlap)
             if writer.num_frames != n_out:
                 raise InvalidInputError(f"video '{video}': produced {writer.num_frames} frames, expected {n_out}")
             require_face(no_face, n_out, f"video '{video}'")
@@ -383,6 +415,7 @@ class LipSyncPipeline:
             output=output, num_frames=n_out, fps=float(info.fps), width=info.width, height=info.height,
             num_video_frames=info.num_frames, looped=plan.looped, num_audio_samples=int(audio_out.shape[0]),
             no_face_indices=no_face, seed=sampler.seed, elapsed_s=time.monotonic() - t0,
+            stage_seconds=timer.seconds(),
         )
 
 

@@ -167,6 +167,9 @@ class FaceSampler:
         vae_batch_size: images per VAE encode call.
         chunk_frames: frames per chunk (official 16).
         callback: receives ``Progress("denoise", steps_done, total_steps, StepInfo)`` after every step.
+        timer: a :class:`~latentsync.pipeline.timing.StageTimer` for the ``encode_latents`` /
+            ``denoise`` seconds (optional).
+        out_device: where the returned latents go (CPU for the nodes; the device for the CLI's decode).
 
     Attributes:
         total_steps: ``num_chunks * num_inference_steps``.
@@ -190,6 +193,8 @@ class FaceSampler:
         vae_batch_size: int = 8,
         chunk_frames: int = CHUNK_FRAMES,
         callback: ProgressCallback | None = None,
+        timer=None,
+        out_device: str | torch.device = "cpu",
     ):
         from latentsync.pipeline.latents import initial_noise
         from latentsync.pipeline.sampler import make_scheduler
@@ -200,7 +205,7 @@ class FaceSampler:
         self.device, self.dtype = torch.device(device), dtype
         self.scheduler = scheduler if scheduler is not None else make_scheduler()
         self.vae_batch_size, self.chunk_frames = int(vae_batch_size), int(chunk_frames)
-        self.callback = callback
+        self.callback, self.timer, self.out_device = callback, timer, out_device
         self.seed = int(seed)
         self.generator = torch.Generator("cpu").manual_seed(self.seed)
         self.noise = initial_noise(
@@ -215,7 +220,7 @@ class FaceSampler:
         report(self.callback, "denoise", self.steps_done, self.total_steps, info)
 
     def __call__(self, crops: FaceCrops, audio_embeds: torch.Tensor, chunk_index: int) -> torch.Tensor | None:
-        """Scaled latents float32 ``[n, 4, R/8, R/8]`` (CPU) of one chunk, or None without any face.
+        """Scaled latents float32 ``[n, 4, R/8, R/8]`` (on ``out_device``) of one chunk, or None without any face.
 
         Args:
             crops: the chunk's aligned faces (``n <= chunk_frames`` rows).
@@ -233,7 +238,8 @@ class FaceSampler:
             num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
             generator=self.generator, noise=self.noise, deepcache=self.deepcache, eta=self.eta,
             device=self.device, dtype=self.dtype, scheduler=self.scheduler, vae_batch_size=self.vae_batch_size,
-            chunk_size=max(len(crops), 1), chunk_index=chunk_index, callback=self._on_step,
+            chunk_size=max(len(crops), 1), chunk_index=chunk_index, callback=self._on_step, timer=self.timer,
+            out_device=self.out_device,
         )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -60,6 +60,15 @@ class StageTimer:
             dt = time.perf_counter() - t0
             with self._lock:
                 self._seconds[stage] += dt
+
+    def timed(self, stage: str, fn: Callable) -> Callable:
+        """``fn`` wrapped so that every call is timed as ``stage``."""
+
+        def call(*args, **kwargs):
+            with self(stage):
+                return fn(*args, **kwargs)
+
+        return call
 
     def timed_iter(self, stage: str, iterable) -> Iterator:
         """Yield the items of ``iterable``, timing each ``next()`` as ``stage``."""
