@@ -277,3 +277,25 @@ def test_fast_mode_face_latents_shape_and_seed():
     assert a.shape == (6, 4, 8, 8) and a.dtype == torch.float32 and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert chunks[:20] == [0] * 10 + [1] * 10  # two independent 10-step solves
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpmsolver++"])
+def test_step_loop_never_reads_the_device(name):
+    """On the meta device any device -> host read (``.item()``, ``bool()``, ``.cpu()``) raises: the loop
+    (guidance, scheduler step, x0 preview for the callback) must do none, as on CUDA it would wait."""
+    meta = torch.device("meta")
+    cond = ChunkConditioning(*(torch.zeros(1, c, F, H, H, device=meta) for c in (1, 4, 4)),
+                             audio_embeds=torch.zeros(F, 50, 384, device=meta))
+    seen = []
+
+    def model(sample, timestep, ehs, step_index):
+        seen.append({sample.device, timestep.device, ehs.device})
+        return sample[:, :4] * 0.1
+
+    infos = []
+    out = sample_chunk(model, torch.zeros(1, 4, F, H, H, device=meta), cond, 5, guidance_scale=1.5, scheduler=name,
+                       callback=infos.append)
+    assert out.device == meta and out.shape == (1, 4, F, H, H) and len(infos) == 5
+    assert all(devices == {meta} for devices in seen)
+    with pytest.raises(Exception):
+        out.sum().item()  # the probe works: a read does raise
