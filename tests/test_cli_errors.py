@@ -85,6 +85,7 @@ def test_unsupported_resolution(media, capsys, tmp_path):
         (["--guidance-scale", "0.5"], ["guidance_scale", "0.5"]),
         (["--steps", "abc"], ["--steps", "abc"]),
         (["--crf", "99"], ["crf", "99"]),
+        (["--scheduler", "euler"], ["--scheduler", "euler", "dpmsolver++"]),
     ],
 )
 def test_bad_numbers(media, capsys, tmp_path, args, words):
