@@ -11,10 +11,12 @@ from .sockets import CATEGORY, AudioEmbeds, FaceCrops, LatentSyncModel
 
 
 class LatentSyncSampler(io.ComfyNode):
-    """DDIM sampling of the mouth region, 16 frames per chunk, zero-audio CFG, optional DeepCache."""
+    """DDIM (or DPM-Solver++) sampling of the mouth region, 16 frames per chunk, zero-audio CFG, optional DeepCache."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
+        from latentsync.config import SCHEDULERS
+
         return io.Schema(
             node_id="LatentSyncSampler",
             display_name="LatentSync Sampler",
@@ -37,13 +39,17 @@ class LatentSyncSampler(io.ComfyNode):
                                tooltip="Audio guidance (CFG against zero audio). 1.0 disables it (half the compute); 1.5 is the official setting."),
                 io.Boolean.Input("deepcache", default=False,
                                  tooltip="DeepCache: reuse deep U-Net features on 2 of every 3 steps (faster, slightly different)."),
+                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="ddim",
+                               tooltip="ddim: the official sampler (20 steps). dpmsolver++: fast mode, about the same "
+                                       "quality in ~10 steps (half the compute), but not the official result."),
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Face latents [frames, 4, R/8, R/8] (unscaled, as ComfyUI's VAE expects).")],
         )
 
     @classmethod
     def execute(cls, model, vae, face_crops, audio_embeds, seed: int, steps: int,
-                guidance_scale: float, deepcache: bool) -> io.NodeOutput:
+                guidance_scale: float, deepcache: bool, scheduler: str = "ddim") -> io.NodeOutput:
+        from latentsync.pipeline.sampler import make_scheduler
         from latentsync.pipeline.stages import FaceSampler, sample_timeline
 
         check_model_resolution(model, face_crops)
@@ -51,6 +57,6 @@ class LatentSyncSampler(io.ComfyNode):
         sampler = FaceSampler(
             unet, ComfyVAE(vae), resolution=model.resolution, num_frames=len(audio_embeds), num_inference_steps=steps,
             guidance_scale=guidance_scale, seed=seed, deepcache=deepcache, device=model.patcher.load_device,
-            dtype=next(unet.parameters()).dtype, callback=ComfyProgress(),
+            dtype=next(unet.parameters()).dtype, scheduler=make_scheduler(name=scheduler), callback=ComfyProgress(),
         )
         return io.NodeOutput(to_latent(sample_timeline(sampler, face_crops, audio_embeds.embeds)))

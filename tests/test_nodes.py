@@ -557,6 +557,8 @@ def test_sampler_runs_chunks_with_progress_and_returns_unscaled_latents(tiny_mod
     assert latent["samples"].shape == (4, 4, 8, 8) and torch.isfinite(latent["samples"]).all()
     assert STATE.loaded and STATE.loaded[0] is model.patcher
     assert _ProgressBar.instances[-1].updates == [1, 2]
+    (fast,) = _run(LatentSyncSampler, **kwargs, scheduler="dpmsolver++")
+    assert fast["samples"].shape == (4, 4, 8, 8) and not torch.allclose(fast["samples"], latent["samples"])
     kwargs.update(steps=1, guidance_scale=1.0)
     STATE.interrupt = True
     with pytest.raises(_Interrupted):

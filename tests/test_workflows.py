@@ -101,7 +101,7 @@ def test_our_node_table_was_parsed():
         "LatentSyncFaceCropAlign", "LatentSyncSampler", "LatentSyncVAEDecodeFrames", "LatentSyncPasteBackFaces",
     }
     assert [i[0] for i in OURS["LatentSyncSampler"]["inputs"]] == [
-        "model", "vae", "face_crops", "audio_embeds", "seed", "steps", "guidance_scale", "deepcache"]
+        "model", "vae", "face_crops", "audio_embeds", "seed", "steps", "guidance_scale", "deepcache", "scheduler"]
     assert [i[2] for i in OURS["LatentSyncSampler"]["inputs"]][4] == 1  # seed has control_after_generate
 
 
