@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet-step", action="store_true", help="also time one U-Net step per resolution")
     p.add_argument("--peak-tflops", type=float, help="the chip's dense bf16/fp16 peak (default: table by name)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
+    p.add_argument("--keep-outputs", type=Path, help="write each run's video into this folder (default: discarded)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
@@ -157,7 +158,8 @@ def run_child(spec: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         cpu0 = time.process_time()
-        result = pipe(spec["video"], spec["audio"], Path(tmp) / "out.mp4", num_inference_steps=spec["steps"],
+        output = Path(spec["keep"]) / f"{spec['tag']}.mp4" if spec["keep"] else Path(tmp) / "out.mp4"
+        result = pipe(spec["video"], spec["audio"], output, num_inference_steps=spec["steps"],
                       guidance_scale=spec["guidance_scale"], deepcache=spec["deepcache"], overlap=spec["overlap"],
                       synchronize_timing=spec["synchronize"])
         job_cpu_s = time.process_time() - cpu0
@@ -228,14 +230,17 @@ def unet_step(resolution: int, device, dtype, models: str, peak_tflops: float | 
 
 
 def _run_point(point: dict, args, models: str) -> dict:
+    tag = "_".join(f"{k}-{v}" for k, v in point.items())
     spec = dict(point, device=args.device, models=models, dtype=args.dtype, compile=args.compile,
-                synchronize=args.synchronize, threads=args.threads, video=str(args.video), audio=str(args.audio))
+                synchronize=args.synchronize, threads=args.threads, video=str(args.video), audio=str(args.audio),
+                keep=str(args.keep_outputs or ""), tag=tag)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = proc.communicate()
     row = dict(point, wall_s=round(time.perf_counter() - t0, 2), exit_code=proc.returncode,
+               output=str(args.keep_outputs / f"{tag}.mp4") if args.keep_outputs else None,
                load_avg_end=[round(x, 2) for x in os.getloadavg()])
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if proc.returncode == 0 and lines:
