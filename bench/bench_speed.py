@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synchronize", action="store_true", help="exact per-stage CUDA times (stops the overlap)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on CPU")
     p.add_argument("--unet-step", action="store_true", help="also time one U-Net step per resolution")
+    p.add_argument("--unet-only", action="store_true", help="only the U-Net step figures, no jobs")
     p.add_argument("--peak-tflops", type=float, help="the chip's dense bf16/fp16 peak (default: table by name)")
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--keep-outputs", type=Path, help="write each run's video into this folder (default: discarded)")
@@ -264,11 +265,11 @@ def main() -> int:
                            "python": platform.python_version(), "torch": torch.__version__,
                            "load_avg_start": [round(x, 2) for x in os.getloadavg()]},
               "runs": []}
-    for point in grid(args):
+    for point in [] if args.unet_only else grid(args):
         row = _run_point(point, args, models)
         report["runs"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    if args.unet_step:
+    if args.unet_step or args.unet_only:
         device = torch.device(args.device)
         dtype = _dtype(args.dtype, device)
         torch.set_num_threads(args.threads)
