@@ -11,7 +11,9 @@ Order of work (spec 1.4-1.12, rewritten to stream; memory does not grow with the
 4. For each chunk of 16 output frames: decode the frames (PyAV), align the faces (stateful tracker),
    VAE-encode masked and reference faces, DDIM with zero-audio CFG (optionally DeepCache), decode,
    composite in aligned-face space ``out = decoded * (1 - m) + ref * m`` (spec 1.10), paste back,
-   encode into the output. Chunks without any face skip the diffusion.
+   encode into the output. Chunks without any face skip the diffusion. Decode + align of the next
+   chunk and paste + encode of the previous one run in two threads while the current chunk is
+   denoised (:mod:`latentsync.pipeline.overlap`; same output as one stage after the other).
 5. The output file appears only when everything succeeded (``VideoWriter`` writes a temporary file
    and renames it); the audio track is the input audio cut to the output's duration.
 
