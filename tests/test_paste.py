@@ -54,6 +54,10 @@ class FixedLandmarker:
     def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
         return self.mesh
 
+    def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
+        mesh = self.detect(frame, frame_index)
+        return [] if mesh is None else [mesh]
+
     def reset(self) -> None:
         pass
 

@@ -1,0 +1,230 @@
+"""Which face to lip-sync when there are several (beyond the official code, which takes the first).
+
+Choices (:func:`parse_face_choice`, the CLI's ``--face``):
+
+* ``largest`` (default): the face with the largest box when a track is chosen;
+* ``index:N``: the N-th face from the left (0 = leftmost) by box centre;
+* ``point:X,Y``: the face whose box centre is nearest to ``(X * W, Y * H)``, X and Y in 0..1;
+* ``auto``: the active speaker, the track whose mouth opening best follows the speech's energy
+  (:func:`speaker_scores`, :func:`choose_speaker`). Weight-free; needs the whole clip's tracks.
+
+A choice is made once per track, not per frame: the aligner follows the chosen track (see
+:mod:`latentsync.face.tracks`) and chooses again only when that track has ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from latentsync.errors import InvalidInputError
+from latentsync.face.tracks import FaceTracks
+
+FACE_CHOICE_HELP = (
+    "largest (default), auto (active speaker: mouth opening vs speech energy), index:N (0 = leftmost) "
+    "or point:X,Y (X, Y in 0..1: the face nearest to that point of the frame)"
+)
+WINDOW_S = 3.0  # sliding correlation window, seconds
+MAX_LAG_S = 0.2  # lag search range either way, seconds
+SWITCH_MARGIN = 0.15  # correlation margin another track needs to take over
+MIN_PRESENT = 0.5  # fraction of a window a track must be present in to get a score
+
+
+@dataclass(frozen=True)
+class FaceChoice:
+    """A parsed face choice.
+
+    Attributes:
+        mode: "largest", "auto", "index" or "point".
+        index: N for "index" (>= 0).
+        point: ``(X, Y)`` in 0..1 for "point".
+    """
+
+    mode: str = "largest"
+    index: int = 0
+    point: tuple[float, float] = (0.5, 0.5)
+
+    def __str__(self) -> str:
+        if self.mode == "index":
+            return f"index:{self.index}"
+        if self.mode == "point":
+            return f"point:{self.point[0]:g},{self.point[1]:g}"
+        return self.mode
+
+
+def parse_face_choice(text: str | FaceChoice, name: str = "face") -> FaceChoice:
+    """Parse ``largest``, ``auto``, ``index:N`` or ``point:X,Y``.
+
+    Raises:
+        InvalidInputError: naming ``name``, for anything else (N < 0, X or Y outside 0..1).
+    """
+    if isinstance(text, FaceChoice):
+        return text
+    s = str(text).strip().lower()
+    if s in ("largest", "auto"):
+        return FaceChoice(s)
+    kind, _, arg = s.partition(":")
+    try:
+        if kind == "index" and int(arg) >= 0:
+            return FaceChoice("index", index=int(arg))
+        if kind == "point":
+            x, y = (float(v) for v in arg.split(","))
+            if 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0:
+                return FaceChoice("point", point=(x, y))
+    except ValueError:
+        pass
+    raise InvalidInputError(f"{name}: expected {FACE_CHOICE_HELP}; got {text!r}")
+
+
+def pick_face(choice: FaceChoice, boxes: dict[int, np.ndarray], frame_size: tuple[int, int]) -> int | None:
+    """The track to follow among the faces of one frame, by a geometric choice.
+
+    Args:
+        choice: "largest", "index" or "point" (``auto`` is decided by :func:`choose_speaker`; here it
+            falls back to "largest", used while there is no speech evidence).
+        boxes: ``{track_id: (x0, y0, x1, y1)}`` of the faces in the frame, pixels.
+        frame_size: ``(H, W)``.
+
+    Returns:
+        a track id, or None when no face qualifies (no faces, or fewer than N + 1 for "index").
+    """
+    if not boxes:
+        return None
+    ids = list(boxes)
+    b = np.stack([np.asarray(boxes[t], np.float64) for t in ids])
+    centres = (b[:, :2] + b[:, 2:]) / 2
+    if choice.mode == "index":
+        order = np.argsort(centres[:, 0], kind="stable")
+        return ids[int(order[choice.index])] if choice.index < len(ids) else None
+    if choice.mode == "point":
+        height, width = frame_size
+        target = np.array([choice.point[0] * width, choice.point[1] * height])
+        return ids[int(np.argmin(np.linalg.norm(centres - target, axis=1)))]
+    return ids[int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))]
+
+
+def speech_envelope(waveform: np.ndarray, sample_rate: int, fps: float, num_frames: int) -> np.ndarray:
+    """RMS energy of the speech around each video frame.
+
+    Frame ``n`` (time ``n / fps``) gets the RMS of the samples in ``[n / fps - 1 / fps, n / fps + 1 / fps)``
+    (two frame periods, clipped to the signal; 0 past its end).
+
+    Args:
+        waveform: float ``[S]`` mono samples in -1..1.
+        sample_rate: Hz.
+        fps: video frame rate, Hz.
+        num_frames: frames to cover.
+
+    Returns:
+        float64 ``[num_frames]`` RMS (same units as the samples).
+    """
+    x = np.asarray(waveform, dtype=np.float64).reshape(-1)
+    csum = np.concatenate([[0.0], np.cumsum(x * x)])
+    t = np.arange(num_frames) / float(fps)
+    lo = np.clip(np.round((t - 1.0 / fps) * sample_rate).astype(np.int64), 0, x.size)
+    hi = np.clip(np.round((t + 1.0 / fps) * sample_rate).astype(np.int64), 0, x.size)
+    return np.sqrt((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1))
+
+
+def _window_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the ``[start, end)`` of a window of ``window`` frames centred on it, shifted
+    inside ``[0, n)`` at both ends (so the first frames share the first full window)."""
+    start = np.clip(np.arange(n) - window // 2, 0, max(n - window, 0))
+    return start, np.minimum(start + window, n)
+
+
+def speaker_scores(
+    openings: np.ndarray, envelope: np.ndarray, fps: float, window_s: float = WINDOW_S, max_lag_s: float = MAX_LAG_S
+) -> np.ndarray:
+    """Sliding-window correlation of each track's mouth opening with the speech envelope.
+
+    For frame ``n`` and track ``t``: the Pearson correlation of ``openings[t, k]`` with
+    ``envelope[k + lag]`` over the frames ``k`` of the window around ``n`` where the track is present,
+    maximised over ``lag`` in ``-max_lag .. +max_lag`` frames (the mouth may lead or trail the sound).
+
+    Args:
+        openings: float ``[T, N]`` mouth openings, NaN where track ``t`` is absent.
+        envelope: float ``[N]`` :func:`speech_envelope`.
+        fps: frame rate, Hz (converts the seconds below into frames).
+        window_s: window length, seconds (at least 8 frames).
+        max_lag_s: lag search range, seconds.
+
+    Returns:
+        float64 ``[T, N]`` correlations in -1..1; NaN where the track is present in less than half of
+        the window or either signal is constant there.
+    """
+    op = np.asarray(openings, dtype=np.float64)
+    env = np.asarray(envelope, dtype=np.float64)
+    t_count, n = op.shape
+    window = max(8, int(round(window_s * fps)))
+    max_lag = int(round(max_lag_s * fps))
+    start, end = _window_bounds(n, window)
+    best = np.full((t_count, n), -np.inf)
+    for lag in range(-max_lag, max_lag + 1):
+        shifted = np.full(n, np.nan)
+        src = np.arange(n) + lag
+        ok = (src >= 0) & (src < n)
+        shifted[ok] = env[src[ok]]
+        for t in range(t_count):
+            valid = np.isfinite(op[t]) & np.isfinite(shifted)
+            x, y = np.where(valid, op[t], 0.0), np.where(valid, shifted, 0.0)
+            sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (valid.astype(np.float64), x, y, x * x, y * y, x * y)]
+            c, sx, sy, sxx, syy, sxy = (s[end] - s[start] for s in sums)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cov = sxy - sx * sy / c
+                var = (sxx - sx * sx / c) * (syy - sy * sy / c)
+                r = cov / np.sqrt(var)
+            r[(c < MIN_PRESENT * (end - start)) | ~(var > 1e-12)] = np.nan
+            best[t] = np.fmax(best[t], r)
+    best[~np.isfinite(best)] = np.nan
+    return best
+
+
+def choose_speaker(
+    tracks: FaceTracks, envelope: np.ndarray, fps: float, window_s: float = WINDOW_S, max_lag_s: float = MAX_LAG_S
+) -> np.ndarray:
+    """The active speaker's track in every frame (``auto``).
+
+    Frame by frame, the track with the highest :func:`speaker_scores` is followed; the choice moves
+    to another present track only when that track's score exceeds the current one's by
+    ``SWITCH_MARGIN`` (0.15) or the current track is absent. Where no track has a score (silence,
+    or a face seen too briefly), the current choice is kept, or the largest face taken. The first
+    frames share the first full window, so the choice is made from the start.
+
+    Args:
+        tracks: the clip's :class:`~latentsync.face.tracks.FaceTracks`.
+        envelope: float ``[N]`` speech envelope of the same frames (:func:`speech_envelope`).
+        fps, window_s, max_lag_s: see :func:`speaker_scores`.
+
+    Returns:
+        int64 ``[N]`` track id per frame, -1 where no face is present.
+
+    Raises:
+        InvalidInputError: ``envelope`` does not have one value per frame.
+    """
+    n = len(tracks)
+    env = np.asarray(envelope, dtype=np.float64).reshape(-1)
+    if env.shape[0] != n:
+        raise InvalidInputError(f"envelope: expected {n} values (one per frame of the tracks), got {env.shape[0]}")
+    present = tracks.present()
+    scores = speaker_scores(tracks.openings, env, fps, window_s, max_lag_s)
+    out = np.full(n, -1, dtype=np.int64)
+    current = -1
+    for i in range(n):
+        here = np.flatnonzero(present[:, i])
+        if here.size == 0:
+            continue
+        s = scores[here, i]
+        if np.all(np.isnan(s)):
+            if current not in here:
+                boxes = {int(t): tracks.boxes[t, i] for t in here}
+                current = pick_face(FaceChoice("largest"), boxes, tracks.frame_size)
+        else:
+            best = int(here[np.nanargmax(s)])
+            if current not in here or not np.isfinite(scores[current, i]):
+                current = best
+            elif scores[best, i] > scores[current, i] + SWITCH_MARGIN:
+                current = best
+        out[i] = current
+    return out
