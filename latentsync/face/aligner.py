@@ -332,8 +332,13 @@ class FaceAligner:
         )
 
     def paste_back(
-        self, frames: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, crops: FaceCrops
+        self,
+        frames: np.ndarray | torch.Tensor,
+        faces: np.ndarray | torch.Tensor,
+        crops: FaceCrops,
+        mode: str = "full",
+        colour_match: bool = False,
     ) -> np.ndarray | torch.Tensor:
-        """:func:`latentsync.face.paste.paste_back` on this aligner's device."""
-        return paste_back(frames, faces, crops, device=self.device)
+        """:func:`latentsync.face.paste.paste_back` on this aligner's device (``mode``, ``colour_match`` as there)."""
+        return paste_back(frames, faces, crops, device=self.device, mode=mode, colour_match=colour_match)
 

@@ -112,7 +112,7 @@ class FaceTracker:
         for d, box in enumerate(boxes):
             if d in used or any(_iou(box, boxes[k]) > DUPLICATE_IOU for k in used):
                 continue
-            t = max(self.last_seen, default=-1) + 1
+            t = max([*self.last_seen, *assigned], default=-1) + 1
             assigned[t] = d
             used.add(d)
         for t, d in assigned.items():
