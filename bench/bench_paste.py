@@ -13,7 +13,7 @@ pipeline does, and pasted back in both modes. Prints one JSON object:
 * ``colour``: the decoded faces replaced by the clip's own aligned faces (a perfect generator) with
   a simulated cast ``(face - 128) * gain + 128 + offset`` (offset ``+8, -5, +3`` levels, gain 1.1),
   pasted in mouth mode with and without matching; ``seam_step`` is, per channel, the mean of the
-  output over the inner ring (fully pasted pixels, weight 1, within 6 px of the feather) minus the
+  output over the inner ring (fully pasted pixels, weight >= 0.999, within 6 px of the feather) minus the
   mean over the outer ring (untouched pixels within 6 px of the feather), averaged over frames;
   ``seam_step_minus_no_cast`` subtracts the same step without cast (the skin's own shading).
 * ``ms_per_frame_1080p``: wall time of paste_back per 1080 x 1920 frame (batches of 16) for
@@ -63,16 +63,16 @@ def rings(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     kernel = np.ones((2 * RING_PX + 1, 2 * RING_PX + 1), np.uint8)
-    feather = ((weight > 0) & (weight < 1)).astype(np.uint8)
+    feather = ((weight > 0) & (weight < 0.999)).astype(np.uint8)
     near = cv2.dilate(feather, kernel) > 0
-    return near & (weight >= 1), near & (weight == 0)
+    return near & (weight >= 0.999), near & (weight == 0)
 
 
 def generate(crops, seed: int = 0) -> torch.Tensor:
     """Composited faces float ``[F, R, R, 3]`` 0..1 from tiny random weights."""
     unet, vae = build_tiny_unet(seed).eval(), build_tiny_vae(seed).eval()
     n = len(crops)
-    audio = torch.randn(n, 50, unet.config.cross_attention_dim if hasattr(unet, "config") else 384,
+    audio = torch.randn(n, 50, 384,  # Whisper tiny width (cross_attention_dim)
                         generator=torch.Generator().manual_seed(seed))
     latents = sample_face_latents(unet, vae, crops.faces, crops.mask, audio, num_inference_steps=2,
                                   guidance_scale=1.0, seed=seed)

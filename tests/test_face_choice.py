@@ -97,27 +97,39 @@ def test_aligner_follows_the_chosen_face_and_leaves_the_other() -> None:
             assert crops.no_face_indices == []
 
 
-def test_speech_envelope_follows_band_energy() -> None:
+def test_speech_envelope_follows_the_formant_band() -> None:
     sr, fps = 16000, 25.0
     t = np.arange(sr * 2) / sr
-    tone_low, tone_high = np.sin(2 * np.pi * 150 * t), np.sin(2 * np.pi * 2000 * t)
-    x = np.where(t < 1.0, tone_low, tone_high) * 0.3
+    # 2 kHz tone switched on and off at 4 Hz over a constant 150 Hz hum: the envelope follows the bursts
+    bursts = (np.sin(2 * np.pi * 4 * t) > 0).astype(float)
+    x = 0.2 * np.sin(2 * np.pi * 150 * t) + 0.2 * bursts * np.sin(2 * np.pi * 2000 * t)
     env = speech_envelope(x, sr, fps, 50)
-    assert env.shape == (50,) and env[5] < -4 and env[45] > 4
+    on = (np.sin(2 * np.pi * 4 * np.arange(50) / fps) > 0.5)
+    off = (np.sin(2 * np.pi * 4 * np.arange(50) / fps) < -0.5)
+    assert env.shape == (50,) and env[on].mean() - env[off].mean() > 3
     with pytest.raises(InvalidInputError, match="sample_rate"):
         speech_envelope(x, 4000, fps, 50)
+
+
+def synthetic_tracks(mouth: np.ndarray) -> FaceTracks:
+    t, n = mouth.shape[:2]
+    boxes = np.zeros((t, n, 4), np.float32)
+    for k in range(t):
+        boxes[k] = [30 * k, 0, 30 * k + 10 + k, 10 + k]
+    return FaceTracks(0, (20, 30 * t), boxes, np.zeros((t, n, 3, 2)), np.zeros((t, n, 3, 2)), mouth.astype(np.float32))
 
 
 def test_choose_speaker_on_synthetic_tracks() -> None:
     rng = np.random.default_rng(0)
     n, fps = 300, 25.0
-    speech = rng.random(n)  # the speaker's mouth follows it, the other face moves independently
-    openings = np.stack([rng.random(n), speech + 0.2 * rng.random(n)]).astype(np.float32)
-    boxes = np.zeros((2, n, 4), np.float32)
-    boxes[0], boxes[1] = [0, 0, 10, 10], [20, 0, 40, 20]
-    tracks = FaceTracks(0, (20, 40), boxes, np.zeros((2, n, 3, 2)), np.zeros((2, n, 3, 2)), openings)
-    assert (choose_speaker(tracks, speech, fps) == 1).all()  # also in the first window
-    assert (choose_speaker(tracks, np.roll(openings[0], 3), fps) == 0).mean() > 0.95  # lag found
+    speech = rng.random(n)  # the speaker's mouth follows the speech, the other moves on its own
+    mouth = np.stack([rng.random((n, 2)), np.stack([speech, speech], 1) + 0.2 * rng.random((n, 2))])
+    tracks = synthetic_tracks(mouth)
+    assert (choose_speaker(tracks, speech, fps) == 1).all()  # from the first frame on
+    assert (choose_speaker(tracks, np.roll(mouth[0, :, 0], 2), fps) == 0).mean() > 0.95  # lag found
+    mouth[1, 100:120] = np.nan  # the speaker leaves for a moment: the other face in between, then back
+    ids = choose_speaker(synthetic_tracks(mouth), speech, fps)
+    assert (ids[100:120] == 0).all() and (ids[130:] == 1).all()
     with pytest.raises(InvalidInputError, match="envelope: expected 300"):
         choose_speaker(tracks, speech[:10], fps)
 

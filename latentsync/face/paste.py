@@ -22,7 +22,7 @@ Paste modes (``mode``, beyond the official code):
 
 Colour matching (``colour_match``, mouth mode): before blending, each channel of the warped face
 is shifted and scaled so that its mean and standard deviation over the seam band (the feather zone,
-``0 < soft < 1``, where face and frame are mixed and should agree) equal those of the frame over
+``0 < soft < 0.999``, where face and frame are mixed and should agree) equal those of the frame over
 the same pixels (gain clipped to 0.5..2). Comparing the same pixels, rather than a ring outside
 the seam with a ring inside, does not mistake the skin's own shading for a cast. Chosen over
 Poisson blending (OpenCV ``seamlessClone``), which also removes a cast but solves a sparse system
@@ -49,6 +49,7 @@ PASTE_MODE_HELP = (
     "full: the official restore of the whole aligned face (upper face resampled twice)"
 )
 MAX_GAIN = 2.0  # colour matching: limit of the per-channel gain (and 1 / MAX_GAIN)
+SEAM_CORE = 0.999  # blend weight from which a pixel counts as fully pasted (the blur never gives exactly 1)
 
 
 def match_colour(face: torch.Tensor, frame: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
@@ -172,7 +173,7 @@ def paste_faces(
     if mode == "mouth":
         soft = _generated_weight(mask, inv, crop_size, (win_h, win_w))
         if colour_match:
-            inv_face = match_colour(inv_face, background, (soft > 0) & (soft < 1))
+            inv_face = match_colour(inv_face, background, (soft > 0) & (soft < SEAM_CORE))
         blended = soft * inv_face + (1 - soft) * background
     else:
         eroded, soft = soft_paste_mask(inv_mask[:, 0].cpu().numpy())

@@ -5,8 +5,10 @@ Choices (:func:`parse_face_choice`, the CLI's ``--face``):
 * ``largest`` (default): the face with the largest box when a track is chosen;
 * ``index:N``: the N-th face from the left (0 = leftmost) by box centre;
 * ``point:X,Y``: the face whose box centre is nearest to ``(X * W, Y * H)``, X and Y in 0..1;
-* ``auto``: the active speaker, the track whose mouth opening best follows the speech's energy
-  (:func:`speaker_scores`, :func:`choose_speaker`). Weight-free; needs the whole clip's tracks.
+* ``auto``: the active speaker, the track whose mouth activity best follows the speech's energy
+  envelope (:func:`mouth_activity`, :func:`speech_envelope`, correlated over a sliding window
+  with a small lag search by :func:`speaker_scores`, then :func:`choose_speaker`). Weight-free;
+  needs the whole clip's tracks.
 
 A choice is made once per track, not per frame: the aligner follows the chosen track (see
 :mod:`latentsync.face.tracks`) and chooses again only when that track has ended.
@@ -25,8 +27,9 @@ FACE_CHOICE_HELP = (
     "largest (default), auto (active speaker: mouth opening vs speech energy), index:N (0 = leftmost) "
     "or point:X,Y (X, Y in 0..1: the face nearest to that point of the frame)"
 )
-WINDOW_S = 4.0  # sliding correlation window, seconds
-MAX_LAG_S = 0.2  # lag search range either way, seconds
+WINDOW_S = 5.0  # sliding correlation window, seconds
+MAX_LAG_S = 0.12  # lag search range either way, seconds (3 frames at 25 fps)
+HIGHPASS_S = 0.4  # moving-mean length removed from both signals (keeps the syllable rate), seconds
 SWITCH_MARGIN = 0.15  # correlation margin another track needs to take over
 MIN_PRESENT = 0.5  # fraction of a window a track must be present in to get a score
 
@@ -104,18 +107,26 @@ def pick_face(choice: FaceChoice, boxes: dict[int, np.ndarray], frame_size: tupl
     return ids[int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))]
 
 
+def _highpass(x: np.ndarray, frames: int) -> np.ndarray:
+    """``x`` minus its centred moving mean over ``frames`` (edges padded with the end values)."""
+    if frames <= 1:
+        return x
+    padded = np.pad(x, (frames // 2, frames - 1 - frames // 2), mode="edge")
+    return x - np.convolve(padded, np.ones(frames) / frames, mode="valid")
+
+
 def speech_envelope(waveform: np.ndarray, sample_rate: int, fps: float, num_frames: int) -> np.ndarray:
-    """Per video frame, the speech's energy in the band that follows the mouth opening.
+    """Per video frame, the speech's energy envelope in the band that follows the mouth opening.
 
-    The log ratio of the energy in 1-3 kHz (second formant: high when the mouth is open) to the
-    energy in 80-300 Hz (voicing and nasal murmur, which also sounds with the lips closed), each
-    plus 1 % of the clip's median energy (so that silence gives a flat, not a noisy, ratio).
-    Measured on the demo clips with their own speech: the plain RMS envelope correlates with the
-    inner-lip gap at only -0.4..0.3 (its low band even anti-correlates), the 1-3 kHz band at
-    +0.25..0.47, the ratio best (bench/bench_speaker.py).
-
-    Frame ``n`` (time ``n / fps``) uses a Hann window of two frame periods centred on it (zeros past
-    the signal's ends).
+    The log energy in 1.5-3 kHz (second/third formant region: high when the mouth is open), plus
+    1 % of the clip's median energy (silence gives a flat, not a noisy, value), high-passed by
+    subtracting its moving mean over ``HIGHPASS_S`` so that only the syllable-rate modulation
+    (above ~2.5 Hz) remains: every talking face follows speech-versus-pause at the slow rate, only
+    the speaker's mouth follows the syllables. Frame ``n`` (time ``n / fps``) uses a Hann window of
+    two frame periods centred on it (zeros past the signal's ends). Measured on the demo clips with
+    their own speech (bench/bench_speaker.py): the plain RMS envelope correlates with the speaker's
+    lip gap at only -0.4..0.3 (its 80-300 Hz part even anti-correlates: voicing and nasals sound
+    with the lips closed); this envelope picks the speaker in every two-person test clip.
 
     Args:
         waveform: float ``[S]`` mono samples in -1..1.
@@ -124,7 +135,7 @@ def speech_envelope(waveform: np.ndarray, sample_rate: int, fps: float, num_fram
         num_frames: frames to cover.
 
     Returns:
-        float64 ``[num_frames]`` log energy ratio (unitless).
+        float64 ``[num_frames]`` (log energy, zero-mean locally; unitless).
 
     Raises:
         InvalidInputError: ``sample_rate`` below 8000 Hz, or ``fps`` not positive.
@@ -140,15 +151,42 @@ def speech_envelope(waveform: np.ndarray, sample_rate: int, fps: float, num_fram
     centres = np.round(np.arange(num_frames) * sample_rate / fps).astype(np.int64) + half
     centres = np.minimum(centres, padded.size - half)
     freqs = np.fft.rfftfreq(win, 1.0 / sample_rate)
-    low, high = (freqs >= 80) & (freqs < 300), (freqs >= 1000) & (freqs < 3000)
+    band = (freqs >= 1500) & (freqs < 3000)
     taper = np.hanning(win)
-    energy = np.zeros((num_frames, 2))
+    energy, total = np.zeros(num_frames), np.zeros(num_frames)
     for first in range(0, num_frames, 1024):  # bounded memory for long clips
         c = centres[first : first + 1024]
         power = np.abs(np.fft.rfft(padded[c[:, None] + np.arange(-half, half)] * taper, axis=1)) ** 2
-        energy[first : first + c.size] = np.stack([power[:, low].sum(1), power[:, high].sum(1)], axis=1)
-    eps = 0.01 * float(np.median(energy.sum(axis=1))) + 1e-12
-    return np.log(energy[:, 1] + eps) - np.log(energy[:, 0] + eps)
+        energy[first : first + c.size], total[first : first + c.size] = power[:, band].sum(1), power.sum(1)
+    eps = 0.01 * float(np.median(total)) + 1e-12
+    return _highpass(np.log(energy + eps), int(round(HIGHPASS_S * fps)))
+
+
+def mouth_activity(mouth: np.ndarray, fps: float) -> np.ndarray:
+    """Per track, one mouth signal to correlate with :func:`speech_envelope`.
+
+    The sum of three standardised (zero mean, unit variance over the track's frames) measures:
+    the inner-lip gap, the lower-lip-to-nose distance and the frame-to-frame change of the gap,
+    high-passed like the envelope (``HIGHPASS_S``). Frames where the track is absent stay NaN.
+
+    Args:
+        mouth: float ``[T, N, 2]`` :attr:`FaceTracks.mouth` (NaN where absent).
+        fps: frame rate, Hz.
+
+    Returns:
+        float64 ``[T, N]``.
+    """
+    m = np.asarray(mouth, dtype=np.float64)
+    out = np.full(m.shape[:2], np.nan)
+    for t in range(m.shape[0]):
+        ok = np.isfinite(m[t, :, 0])
+        if ok.sum() < 3:
+            continue
+        gap, drop = m[t, ok, 0], m[t, ok, 1]
+        change = np.abs(np.diff(gap, prepend=gap[0]))
+        signal = sum((v - v.mean()) / max(float(v.std()), 1e-9) for v in (gap, drop, change))
+        out[t, ok] = _highpass(signal, int(round(HIGHPASS_S * fps)))
+    return out
 
 
 def _window_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,16 +197,16 @@ def _window_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def speaker_scores(
-    openings: np.ndarray, envelope: np.ndarray, fps: float, window_s: float = WINDOW_S, max_lag_s: float = MAX_LAG_S
+    activity: np.ndarray, envelope: np.ndarray, fps: float, window_s: float = WINDOW_S, max_lag_s: float = MAX_LAG_S
 ) -> np.ndarray:
-    """Sliding-window correlation of each track's mouth opening with the speech envelope.
+    """Sliding-window correlation of each track's mouth activity with the speech envelope.
 
-    For frame ``n`` and track ``t``: the Pearson correlation of ``openings[t, k]`` with
+    For frame ``n`` and track ``t``: the Pearson correlation of ``activity[t, k]`` with
     ``envelope[k + lag]`` over the frames ``k`` of the window around ``n`` where the track is present,
     maximised over ``lag`` in ``-max_lag .. +max_lag`` frames (the mouth may lead or trail the sound).
 
     Args:
-        openings: float ``[T, N]`` mouth openings, NaN where track ``t`` is absent.
+        activity: float ``[T, N]`` :func:`mouth_activity`, NaN where track ``t`` is absent.
         envelope: float ``[N]`` :func:`speech_envelope`.
         fps: frame rate, Hz (converts the seconds below into frames).
         window_s: window length, seconds (at least 8 frames).
@@ -178,7 +216,7 @@ def speaker_scores(
         float64 ``[T, N]`` correlations in -1..1; NaN where the track is present in less than half of
         the window or either signal is constant there.
     """
-    op = np.asarray(openings, dtype=np.float64)
+    op = np.asarray(activity, dtype=np.float64)
     env = np.asarray(envelope, dtype=np.float64)
     t_count, n = op.shape
     window = max(8, int(round(window_s * fps)))
@@ -232,7 +270,7 @@ def choose_speaker(
     if env.shape[0] != n:
         raise InvalidInputError(f"envelope: expected {n} values (one per frame of the tracks), got {env.shape[0]}")
     present = tracks.present()
-    scores = speaker_scores(tracks.openings, env, fps, window_s, max_lag_s)
+    scores = speaker_scores(mouth_activity(tracks.mouth, fps), env, fps, window_s, max_lag_s)
     out = np.full(n, -1, dtype=np.int64)
     current = -1
     for i in range(n):

@@ -9,7 +9,7 @@ landmarker sometimes returns the same face twice) is dropped; any other detectio
 track. Pure numpy: mesh points in, track ids out.
 
 :class:`FaceTracks` keeps, per track and frame, the few numbers later stages need (box, the three
-alignment anchors, the mouth opening): about 70 bytes per face and frame.
+alignment anchors, two mouth measures): about 130 bytes per face and frame.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 
 from latentsync.face.landmarks import anchor_points
 
-# Mesh points of the inner lips (upper 13, lower 14) and the outer eye corners (33, 263).
-UPPER_LIP, LOWER_LIP = 13, 14
+# Mesh points: inner lips (upper 13, lower 14), nose tip (1), outer eye corners (33, 263).
+UPPER_LIP, LOWER_LIP, NOSE_TIP = 13, 14, 1
 EYE_OUTER = (33, 263)
 MATCH_DISTANCE = 0.5  # max centre distance for a match, in face sizes
 DUPLICATE_IOU = 0.3
@@ -33,16 +33,19 @@ def face_box(mesh: np.ndarray) -> np.ndarray:
     return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
 
 
-def mouth_opening(mesh: np.ndarray) -> float:
-    """Inner-lip gap divided by the outer eye-corner distance (scale-free; ~0 closed, ~0.3 wide open).
+def mouth_measures(mesh: np.ndarray) -> tuple[float, float]:
+    """Inner-lip gap and lower-lip-to-nose distance, each divided by the outer eye-corner distance.
+
+    Scale-free: the gap is ~0 closed and ~0.3 wide open; the second grows with the jaw drop.
 
     Args:
         mesh: mediapipe mesh points ``[K >= 468, 2]`` in pixels.
     """
     xy = np.asarray(mesh, dtype=np.float64)[:, :2]
+    eyes = max(float(np.linalg.norm(xy[EYE_OUTER[0]] - xy[EYE_OUTER[1]])), 1e-6)
     gap = np.linalg.norm(xy[UPPER_LIP] - xy[LOWER_LIP])
-    eyes = np.linalg.norm(xy[EYE_OUTER[0]] - xy[EYE_OUTER[1]])
-    return float(gap / max(eyes, 1e-6))
+    drop = np.linalg.norm(xy[LOWER_LIP] - xy[NOSE_TIP])
+    return float(gap / eyes), float(drop / eyes)
 
 
 def _size(box: np.ndarray) -> float:
@@ -131,7 +134,7 @@ class FaceTracks:
         boxes: float32 ``[T, N, 4]`` ``(x0, y0, x1, y1)`` pixels.
         anchors: float64 ``[T, N, 3, 2]`` sub-pixel anchors (brow-L, brow-R, nose), for smoothing.
         anchors_rounded: float64 ``[T, N, 3, 2]`` the official integer anchors (parity mode).
-        openings: float32 ``[T, N]`` :func:`mouth_opening`.
+        mouth: float32 ``[T, N, 2]`` :func:`mouth_measures`.
     """
 
     start_index: int
@@ -139,7 +142,7 @@ class FaceTracks:
     boxes: np.ndarray
     anchors: np.ndarray
     anchors_rounded: np.ndarray
-    openings: np.ndarray
+    mouth: np.ndarray
 
     @property
     def num_tracks(self) -> int:
@@ -150,13 +153,13 @@ class FaceTracks:
 
     def present(self) -> np.ndarray:
         """bool ``[T, N]``: track ``t`` has a face in frame ``n``."""
-        return np.isfinite(self.openings)
+        return np.isfinite(self.mouth[..., 0])
 
     def rows(self, lo: int, hi: int) -> FaceTracks:
         """Frames ``lo .. hi - 1`` (relative to ``start_index``) as a new ``FaceTracks``."""
         return FaceTracks(
             self.start_index + lo, self.frame_size, self.boxes[:, lo:hi], self.anchors[:, lo:hi],
-            self.anchors_rounded[:, lo:hi], self.openings[:, lo:hi],
+            self.anchors_rounded[:, lo:hi], self.mouth[:, lo:hi],
         )
 
     @classmethod
@@ -173,7 +176,7 @@ class FaceTracks:
         def pad(a: np.ndarray) -> np.ndarray:
             return np.concatenate([a, np.full((t - a.shape[0],) + a.shape[1:], np.nan, a.dtype)])
 
-        fields = ("boxes", "anchors", "anchors_rounded", "openings")
+        fields = ("boxes", "anchors", "anchors_rounded", "mouth")
         joined = [np.concatenate([pad(getattr(p, f)) for p in parts], axis=1) for f in fields]
         return cls(parts[0].start_index, parts[0].frame_size, *joined)
 
@@ -191,7 +194,7 @@ class TrackRecorder:
         self._rows.append(
             {
                 t: (face_box(meshes[d]), anchor_points(meshes[d], rounded=False),
-                    anchor_points(meshes[d], rounded=True), mouth_opening(meshes[d]))
+                    anchor_points(meshes[d], rounded=True), mouth_measures(meshes[d]))
                 for t, d in assigned.items()
             }
         )
@@ -203,8 +206,8 @@ class TrackRecorder:
         boxes = np.full((t, n, 4), np.nan, np.float32)
         anchors = np.full((t, n, 3, 2), np.nan)
         rounded = np.full((t, n, 3, 2), np.nan)
-        openings = np.full((t, n), np.nan, np.float32)
+        mouth = np.full((t, n, 2), np.nan, np.float32)
         for i, row in enumerate(self._rows):
-            for k, (box, raw, rnd, opening) in row.items():
-                boxes[k, i], anchors[k, i], rounded[k, i], openings[k, i] = box, raw, rnd, opening
-        return FaceTracks(self.start_index, self.frame_size, boxes, anchors, rounded, openings)
+            for k, (box, raw, rnd, measures) in row.items():
+                boxes[k, i], anchors[k, i], rounded[k, i], mouth[k, i] = box, raw, rnd, measures
+        return FaceTracks(self.start_index, self.frame_size, boxes, anchors, rounded, mouth)
