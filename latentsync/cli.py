@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 from latentsync.errors import InvalidInputError, LatentSyncError
+from latentsync.face.paste import PASTE_MODE_HELP, PASTE_MODES, check_paste_options
+from latentsync.face.speaker import FACE_CHOICE_HELP, parse_face_choice
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -53,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "float16", "float32", "bfloat16"),
                    help="auto: float16 on CUDA with compute capability > 7, else float32")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of the output, 0..51 (default 18)")
+    p.add_argument("--face", default="largest", help=f"which face to lip-sync when there are several: {FACE_CHOICE_HELP}")
+    p.add_argument("--paste-mode", default="mouth", choices=PASTE_MODES,
+                   help=f"how generated faces go back into the frames; {PASTE_MODE_HELP} (default mouth)")
+    p.add_argument("--colour-match", action="store_true",
+                   help="match the generated region's colour to the frame along the seam (mean/std per channel; "
+                        "--paste-mode mouth only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -107,6 +115,8 @@ def _infer(args: argparse.Namespace) -> int:
     check_job_arguments(args.video, args.audio, args.output, args.resolution, args.steps, args.guidance_scale, args.seed)
     if not 0 <= args.crf <= 51:
         raise InvalidInputError(f"crf: expected 0..51, got {args.crf}")
+    parse_face_choice(args.face)
+    check_paste_options(args.paste_mode, args.colour_match)
     device, auto_dtype = default_device_and_dtype(None if args.device == "auto" else args.device)
     dtype = _dtype(args.dtype) or auto_dtype
     info, waveform = load_inputs(args.video, args.audio)
@@ -138,7 +148,8 @@ def _infer(args: argparse.Namespace) -> int:
             result = pipe(
                 args.video, args.audio, args.output, num_inference_steps=args.steps,
                 guidance_scale=args.guidance_scale, seed=args.seed, deepcache=args.deepcache,
-                callback=bars, crf=args.crf,
+                callback=bars, crf=args.crf, face=args.face, paste_mode=args.paste_mode,
+                colour_match=args.colour_match,
             )
         finally:
             bars.close()

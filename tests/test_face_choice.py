@@ -145,3 +145,41 @@ def test_one_face_video_gives_the_official_single_face_result() -> None:
     multi = FaceAligner(256).align(frames)  # default: up to 4 faces, largest, tracked
     np.testing.assert_array_equal(single.affine_matrices.numpy(), multi.affine_matrices.numpy())
     assert single.no_face_indices == multi.no_face_indices
+
+
+def test_stage_choose_speaker_runs_only_for_auto_and_needs_speech() -> None:
+    from latentsync.pipeline.stages import choose_speaker as stage_choose_speaker
+
+    def untouched():
+        raise AssertionError("frames read for a geometric face choice")
+        yield  # pragma: no cover
+
+    rng = np.random.default_rng(1)
+    n, fps = 150, 25.0
+    speech_env = rng.random(n)
+    scene = [[square_mesh(300, 300, 200, o1), square_mesh(800, 300, 200, o2)]
+             for o1, o2 in zip(rng.random(n) * 0.3, speech_env * 0.3)]
+    frames = np.zeros((n, 600, 1100, 3), np.uint8)
+    largest = FaceAligner(256, landmarker=SceneLandmarker(scene), fps=fps)
+    stage_choose_speaker(largest, untouched(), None)  # no-op: nothing read, no speech needed
+    auto = FaceAligner(256, landmarker=SceneLandmarker(scene), fps=fps, face="auto")
+    with pytest.raises(InvalidInputError, match="^audio: face choice 'auto' .* needs the speech"):
+        stage_choose_speaker(auto, iter([frames]), None)
+    # a "speech" whose 1.5-3 kHz bursts follow the right face's mouth: the right face is chosen
+    sr = 16000
+    t = np.arange(int(n / fps * sr)) / sr
+    amp = np.repeat(speech_env, int(sr / fps))[: t.size]
+    stage_choose_speaker(auto, iter([frames[:64], frames[64:]]), 0.3 * amp * np.sin(2 * np.pi * 2000 * t))
+    crops = auto.align(frames)
+    assert crops.no_face_indices == []
+    assert np.all(np.abs(auto.last_raw_anchors[:, 2, 0] - 800) < 120)
+
+
+def test_paste_function_checks_options_first() -> None:
+    from latentsync.pipeline.stages import paste_function
+
+    assert paste_function("mouth", True).keywords == {"device": None, "mode": "mouth", "colour_match": True}
+    with pytest.raises(InvalidInputError, match="^paste mode"):
+        paste_function("face")
+    with pytest.raises(InvalidInputError, match="^colour match"):
+        paste_function("full", True)

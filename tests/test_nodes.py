@@ -464,7 +464,10 @@ class FakeAligner:
     seen: list = []
 
     def __init__(self, resolution=256, **kw):
+        from latentsync.face.speaker import parse_face_choice
+
         self.resolution = resolution
+        self.face = parse_face_choice(kw.get("face", "largest"))
 
     def __enter__(self):
         return self

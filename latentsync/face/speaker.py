@@ -24,7 +24,7 @@ from latentsync.errors import InvalidInputError
 from latentsync.face.tracks import FaceTracks
 
 FACE_CHOICE_HELP = (
-    "largest (default), auto (active speaker: mouth opening vs speech energy), index:N (0 = leftmost) "
+    "largest (default), auto (the active speaker: mouth motion vs the speech), index:N (0 = leftmost) "
     "or point:X,Y (X, Y in 0..1: the face nearest to that point of the frame)"
 )
 WINDOW_S = 5.0  # sliding correlation window, seconds
@@ -248,11 +248,12 @@ def choose_speaker(
 ) -> np.ndarray:
     """The active speaker's track in every frame (``auto``).
 
-    Frame by frame, the track with the highest :func:`speaker_scores` is followed; the choice moves
-    to another present track only when that track's score exceeds the current one's by
-    ``SWITCH_MARGIN`` (0.15) or the current track is absent. Where no track has a score (silence,
-    or a face seen too briefly), the current choice is kept, or the largest face taken. The first
-    frames share the first full window, so the choice is made from the start.
+    Frame by frame, the track with the highest :func:`speaker_scores` is followed; once it has won
+    a comparison (two or more tracks scored), the choice moves to another present track only when
+    that track's score exceeds the current one's by ``SWITCH_MARGIN`` (0.15), or when the current
+    track is absent or unscored. Where no track has a score (silence, or faces seen too briefly),
+    the current choice is kept, or the largest face taken. The first frames share the first full
+    window, so the choice is made from the start.
 
     Args:
         tracks: the clip's :class:`~latentsync.face.tracks.FaceTracks`.
@@ -272,21 +273,20 @@ def choose_speaker(
     present = tracks.present()
     scores = speaker_scores(mouth_activity(tracks.mouth, fps), env, fps, window_s, max_lag_s)
     out = np.full(n, -1, dtype=np.int64)
-    current = -1
+    current, contested = -1, False  # contested: the current choice won a comparison of scores
     for i in range(n):
         here = np.flatnonzero(present[:, i])
         if here.size == 0:
             continue
-        s = scores[here, i]
-        if np.all(np.isnan(s)):
+        scored = here[np.isfinite(scores[here, i])]
+        if scored.size == 0:
             if current not in here:
                 boxes = {int(t): tracks.boxes[t, i] for t in here}
-                current = pick_face(FaceChoice("largest"), boxes, tracks.frame_size)
+                current, contested = pick_face(FaceChoice("largest"), boxes, tracks.frame_size), False
         else:
-            best = int(here[np.nanargmax(s)])
-            if current not in here or not np.isfinite(scores[current, i]):
+            best = int(scored[np.argmax(scores[scored, i])])
+            if current not in scored or not contested or scores[best, i] > scores[current, i] + SWITCH_MARGIN:
                 current = best
-            elif scores[best, i] > scores[current, i] + SWITCH_MARGIN:
-                current = best
+            contested = contested or scored.size > 1
         out[i] = current
     return out

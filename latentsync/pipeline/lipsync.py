@@ -40,8 +40,8 @@ import torch
 
 from latentsync.errors import AudioTooShortError, InvalidInputError
 from latentsync.pipeline.faces import CHUNK_FRAMES  # official data.num_frames (16); the temporal layers accept 1..24
-from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, decode_faces, paste_generated,
-                                        report, require_face, resolve_seed)
+from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, choose_speaker, decode_faces,
+                                        paste_function, paste_generated, report, require_face, resolve_seed)
 from latentsync.video.segments import output_chunks, source_segments, take_frames
 
 # diffusers-based modules (sampler, vae) are imported where used, so that argument and file checks
@@ -298,6 +298,9 @@ class LipSyncPipeline:
         callback: ProgressCallback | None = None,
         crf: int = 18,
         tmp_dir: str | os.PathLike | None = None,
+        face: str = "largest",
+        paste_mode: str = "mouth",
+        colour_match: bool = False,
     ) -> LipSyncResult:
         """Lip-sync ``video`` to ``audio`` and write ``output`` (spec 1, streaming).
 
@@ -314,6 +317,13 @@ class LipSyncPipeline:
             callback: receives :class:`Progress`; raise from it to cancel (no output is written).
             crf: H.264 quality of the output (lower = better).
             tmp_dir: where the loop spill goes (default the system temp folder).
+            face: which face to lip-sync when there are several: "largest" (default), "auto" (the
+                active speaker, from the speech), "index:N" (0 = leftmost), "point:X,Y" (0..1);
+                see :mod:`latentsync.face.speaker`. The other faces are left untouched.
+            paste_mode: "mouth" (default: only the generated region is pasted back, every other
+                pixel stays bit-exact) or "full" (the official restore of the whole aligned face);
+                see :mod:`latentsync.face.paste`.
+            colour_match: match the generated region's colour to the frame at the seam ("mouth").
 
         Returns:
             :class:`LipSyncResult`.
@@ -325,6 +335,7 @@ class LipSyncPipeline:
         """
         from latentsync.audio.windows import window_indices
         from latentsync.face.aligner import FaceAligner
+        from latentsync.face.speaker import parse_face_choice
         from latentsync.video.io import VideoWriter, iter_frames
         from latentsync.video.timeline import plan_output
 
@@ -333,6 +344,8 @@ class LipSyncPipeline:
         video, audio, output = check_job_arguments(
             video, audio, output, self.resolution, num_inference_steps, guidance_scale, seed
         )
+        face_choice = parse_face_choice(face)
+        paste = paste_function(paste_mode, colour_match, device=self.device)
         info, waveform = load_inputs(video, audio)
         plan = plan_output(info.num_frames, waveform.shape[0], info.fps, SAMPLE_RATE)
         logger.info(
@@ -361,11 +374,12 @@ class LipSyncPipeline:
         audio_out = waveform[: plan.num_audio_samples]
         n_forward = min(n_out, info.num_frames)
         with tempfile.TemporaryDirectory(prefix="latentsync-", dir=tmp_dir) as scratch, FaceAligner(
-            self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps)
+            self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps), face=face_choice
         ) as aligner, VideoWriter(
             output, info.fps, info.width, info.height, audio=audio_out, sample_rate=SAMPLE_RATE, crf=crf,
             inputs=(video, audio),
         ) as writer:
+            choose_speaker(aligner, take_frames(iter_frames(video, chunk_size=chunk), n_forward), waveform)
             aligned = align_chunks(aligner, take_frames(iter_frames(video, chunk_size=chunk), n_forward),
                                    total=n_forward, callback=callback)
             segments = source_segments(aligned, plan.frame_indices, info.num_frames, Path(scratch), chunk,
@@ -376,7 +390,7 @@ class LipSyncPipeline:
                 idx = windows[start : start + n].reshape(-1).to(features.device)
                 latents = sampler(crops, features[idx].reshape(n, -1, features.shape[-1]), k)  # [n, 50, 384] audio
                 faces = None if latents is None else decode_faces(self.vae, latents, self.vae_batch_size)
-                writer.write(paste_generated(frames, faces, crops, aligner.paste_back))
+                writer.write(paste_generated(frames, faces, crops, paste))
                 report(callback, "frames", start + n, n_out)
             if writer.num_frames != n_out:
                 raise InvalidInputError(f"video '{video}': produced {writer.num_frames} frames, expected {n_out}")
