@@ -12,8 +12,10 @@ person's mouth; not the ``demoN_audio.wav`` dubbing targets).
 Prints one JSON object: per clip and speech, ``pick_rate`` (fraction of frames whose chosen face
 lies on the speech owner's side, over the frames where the owner's face was found),
 ``first_window_rate`` (the same over the first ``WINDOW_S`` seconds), ``first_pick_frame`` (first
-frame at which the owner is chosen), ``switches`` (changes of the chosen track), the number of
-tracks and the scan speed.
+frame at which the owner is chosen), ``switches`` (changes of the chosen track),
+``other_face_frames`` (frames where the other person was lip-synced), ``no_face_frames`` (frames
+passed through because the chosen face was not found there), the number of tracks and the scan
+speed.
 
 Usage::
 
@@ -101,6 +103,8 @@ def measure(clip: Path, fps: float, sides: dict[int, str]) -> dict:
             "first_window_rate": round(float(correct[:window][owner_present[:window]].mean()), 4),
             "first_pick_frame": int(hits[0]) if hits.size else None,
             "switches": int(np.count_nonzero(np.diff(chosen))),
+            "other_face_frames": int(np.count_nonzero((ids >= 0) & ~correct)),
+            "no_face_frames": int(np.count_nonzero(ids < 0)),
             "owner_face_frames": int(owner_present.sum()),
         }
     return result

@@ -248,12 +248,14 @@ def choose_speaker(
 ) -> np.ndarray:
     """The active speaker's track in every frame (``auto``).
 
-    Frame by frame, the track with the highest :func:`speaker_scores` is followed; once it has won
-    a comparison (two or more tracks scored), the choice moves to another present track only when
-    that track's score exceeds the current one's by ``SWITCH_MARGIN`` (0.15), or when the current
-    track is absent or unscored. Where no track has a score (silence, or faces seen too briefly),
-    the current choice is kept, or the largest face taken. The first frames share the first full
-    window, so the choice is made from the start.
+    Frame by frame, the track with the highest :func:`speaker_scores` is followed (a track has a
+    score wherever it is present in at least half of the window, so a speaker whose face is lost
+    for a few frames keeps the choice: those frames get no face and pass through, the other faces
+    are not lip-synced instead). Once the choice has won a comparison (two or more tracks
+    scored), it moves to another track only when that track's score exceeds the current one's by
+    ``SWITCH_MARGIN`` (0.15), or when the current track has no score. Where no track has a score
+    (silence, or faces seen too briefly), the current choice is kept, or the largest present face
+    taken. The first frames share the first full window, so the choice is made from the start.
 
     Args:
         tracks: the clip's :class:`~latentsync.face.tracks.FaceTracks`.
@@ -275,12 +277,10 @@ def choose_speaker(
     out = np.full(n, -1, dtype=np.int64)
     current, contested = -1, False  # contested: the current choice won a comparison of scores
     for i in range(n):
-        here = np.flatnonzero(present[:, i])
-        if here.size == 0:
-            continue
-        scored = here[np.isfinite(scores[here, i])]
+        scored = np.flatnonzero(np.isfinite(scores[:, i]))  # a track absent here may still have a score
         if scored.size == 0:
-            if current not in here:
+            here = np.flatnonzero(present[:, i])
+            if here.size and current not in here:
                 boxes = {int(t): tracks.boxes[t, i] for t in here}
                 current, contested = pick_face(FaceChoice("largest"), boxes, tracks.frame_size), False
         else:
@@ -288,5 +288,6 @@ def choose_speaker(
             if current not in scored or not contested or scores[best, i] > scores[current, i] + SWITCH_MARGIN:
                 current = best
             contested = contested or scored.size > 1
-        out[i] = current
+        if current >= 0 and present[current, i]:
+            out[i] = current
     return out
