@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 from latentsync.errors import InvalidInputError, LatentSyncError
+from latentsync.face.paste import PASTE_MODE_HELP, PASTE_MODES, check_paste_options
+from latentsync.face.speaker import FACE_CHOICE_HELP, parse_face_choice
 from latentsync.config import SCHEDULERS
 
 EXIT_ERROR = 2
@@ -121,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the U-Net (CUDA; the first chunk pays minutes of compilation)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of the output, 0..51 (default 18)")
+    p.add_argument("--face", default="largest", help=f"which face to lip-sync when there are several: {FACE_CHOICE_HELP}")
+    p.add_argument("--paste-mode", default="mouth", choices=PASTE_MODES,
+                   help=f"how generated faces go back into the frames; {PASTE_MODE_HELP} (default mouth)")
+    p.add_argument("--colour-match", action="store_true",
+                   help="match the generated region's colour to the frame along the seam (mean/std per channel; "
+                        "--paste-mode mouth only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -176,6 +184,8 @@ def _infer(args: argparse.Namespace) -> int:
     if not 0 <= args.crf <= 51:
         raise InvalidInputError(f"crf: expected 0..51, got {args.crf}")
     check_output_writable(args.output)
+    parse_face_choice(args.face)
+    check_paste_options(args.paste_mode, args.colour_match)
     device, auto_dtype = default_device_and_dtype(None if args.device == "auto" else args.device)
     dtype = _dtype(args.dtype) or auto_dtype
     info, waveform = load_inputs(args.video, args.audio)
@@ -218,7 +228,8 @@ def _infer(args: argparse.Namespace) -> int:
             result = pipe(
                 args.video, args.audio, args.output, num_inference_steps=args.steps,
                 guidance_scale=args.guidance_scale, seed=args.seed, deepcache=args.deepcache,
-                callback=bars, crf=args.crf,
+                callback=bars, crf=args.crf, face=args.face, paste_mode=args.paste_mode,
+                colour_match=args.colour_match,
             )
         finally:
             bars.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .comfy_convert import collect_image, faces_preview
+from .comfy_convert import audio_to_mono_16k, collect_image, faces_preview
 from .comfy_models import model_folders
 from .comfy_progress import ComfyProgress
 from .comfy_vae import generated_faces
@@ -39,6 +39,15 @@ class FaceCropAlign(io.ComfyNode):
                     "resolution", options=["512", "256"], default="512",
                     tooltip="Face crop size: 512 for LatentSync 1.6, 256 for 1.5 (must match the U-Net).",
                 ),
+                io.String.Input(
+                    "face", default="largest",
+                    tooltip="Which face to lip-sync when there are several (it is followed through the clip, the "
+                            "others are left untouched): largest; auto = the active speaker, whose mouth moves "
+                            "with the speech (needs 'audio'); index:N (0 = leftmost); point:X,Y (X, Y in 0..1: "
+                            "the face nearest to that point).",
+                ),
+                io.Audio.Input("audio", optional=True,
+                               tooltip="The speech (same AUDIO as for the sampler); needed only for face = auto."),
             ],
             outputs=[
                 FaceCrops.Output(display_name="face_crops", tooltip="Aligned faces + affine matrices + mask, for the sampler and paste-back."),
@@ -49,15 +58,16 @@ class FaceCropAlign(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, resolution: str) -> io.NodeOutput:
+    def execute(cls, images, resolution: str, face: str = "largest", audio=None) -> io.NodeOutput:
         from latentsync.face.aligner import FaceAligner
         from latentsync.pipeline.stages import align_source
         from latentsync.video.segments import collect_crops
 
+        speech = audio_to_mono_16k(audio) if audio is not None else None
         with frame_source(images) as source, FaceAligner(
-            int(resolution), fps=float(source.fps or 25), search_dirs=model_folders()
+            int(resolution), fps=float(source.fps or 25), search_dirs=model_folders(), face=face
         ) as aligner:
-            crops = align_source(source, aligner, callback=ComfyProgress(),
+            crops = align_source(source, aligner, callback=ComfyProgress(), speech=speech,
                                  collect=lambda parts: collect_crops(parts, temp_folder()))
         no_face = ",".join(str(i) for i in crops.no_face_indices)
         return io.NodeOutput(crops, faces_preview(crops), (1.0 - crops.mask.float())[None], no_face)
@@ -89,6 +99,17 @@ class PasteBackFaces(io.ComfyNode):
                 io.Audio.Input("audio", optional=True,
                                tooltip="Speech muxed into the VIDEO output (cut to its length); VIDEO input only."),
                 io.Vae.Input("vae", optional=True, tooltip="The sampler's VAE; needed when 'faces' is a LATENT."),
+                io.Combo.Input(
+                    "paste_mode", options=["mouth", "full"], default="mouth",
+                    tooltip="mouth: paste back only the region the model generated (feathered); every other pixel "
+                            "stays bit-exact. full: the official restore of the whole aligned face (the upper face "
+                            "is resampled twice and loses a little detail).",
+                ),
+                io.Boolean.Input(
+                    "colour_match", default=False,
+                    tooltip="Match the generated region's colour (per-channel mean/std) to the frame along the seam "
+                            "before blending; removes a colour cast of the generated mouth. Mouth mode only.",
+                ),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Lip-synced frames, original size (IMAGE input only; empty for a VIDEO)."),
@@ -97,12 +118,14 @@ class PasteBackFaces(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, faces, face_crops, audio=None, vae=None) -> io.NodeOutput:
-        from latentsync.pipeline.stages import paste_source
+    def execute(cls, images, faces, face_crops, audio=None, vae=None, paste_mode: str = "mouth",
+                colour_match: bool = False) -> io.NodeOutput:
+        from latentsync.pipeline.stages import paste_function, paste_source
 
+        paste = paste_function(paste_mode, colour_match)
         with frame_source(images) as source, scratch_dir() as spill:
             faces_of, n = generated_faces(faces, vae, face_crops)
-            chunks = paste_source(source, face_crops, faces_of, n, spill, callback=ComfyProgress())
+            chunks = paste_source(source, face_crops, faces_of, n, spill, paste=paste, callback=ComfyProgress())
             if is_video(images):
                 return io.NodeOutput(None, write_video(chunks, n, source, audio))
             return io.NodeOutput(collect_image(chunks, n, source.frame_size), None)

@@ -70,6 +70,10 @@ class ReplayLandmarker:
         self.calls.append(frame_index)
         return self.meshes[frame_index % len(self.meshes)]
 
+    def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
+        mesh = self.detect(frame, frame_index)
+        return [] if mesh is None else [mesh]
+
     def reset(self) -> None:
         pass
 

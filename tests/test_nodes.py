@@ -484,7 +484,10 @@ class FakeAligner:
     seen: list = []
 
     def __init__(self, resolution=256, **kw):
+        from latentsync.face.speaker import parse_face_choice
+
         self.resolution = resolution
+        self.face = parse_face_choice(kw.get("face", "largest"))
 
     def __enter__(self):
         return self
@@ -506,7 +509,8 @@ def fake_face(monkeypatch):
     import latentsync.face.aligner as aligner_mod
     import latentsync.face.paste as paste_mod
 
-    def paste_back(frames, faces, crops):
+    def paste_back(frames, faces, crops, **options):
+        assert options.get("mode", "full") in ("full", "mouth")  # the node's paste_mode / colour_match
         assert faces.shape[0] == frames.shape[0] == len(crops)
         out = torch.as_tensor(np.array(frames, copy=True))  # a forward chunk (tensor) or a spilled one (numpy)
         for j in range(frames.shape[0]):

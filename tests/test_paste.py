@@ -13,7 +13,8 @@ from conftest import media_file, require_landmarks
 from latentsync.errors import InvalidInputError, NoFaceError
 from latentsync.face.aligner import FaceAligner
 from latentsync.face.alignment import crop_bbox_in_frame, crop_size, face_template, similarity_transform
-from latentsync.face.paste import blur_sigma, paste_back, paste_faces
+from latentsync.face.landmarks import has_legacy_face_mesh
+from latentsync.face.paste import blur_sigma, generated_region, paste_back, paste_faces
 from latentsync.face.warp import frame_windows, warp_to_crops
 from latentsync.pipeline.stages import require_face
 from latentsync.types import FaceCrops
@@ -51,6 +52,10 @@ class FixedLandmarker:
 
     def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
         return self.mesh
+
+    def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
+        mesh = self.detect(frame, frame_index)
+        return [] if mesh is None else [mesh]
 
     def reset(self) -> None:
         pass
@@ -208,3 +213,47 @@ def test_paste_back_rejects_mismatched_inputs() -> None:
     crops.no_face_indices = [5]
     with pytest.raises(InvalidInputError, match="crops"):
         paste_back(frames, faces, crops)
+
+
+def test_mouth_paste_leaves_everything_outside_the_generated_region_bit_exact(aligned, demo_frames) -> None:
+    _, crops = aligned
+    rng = torch.Generator().manual_seed(0)
+    faces = torch.randint(0, 256, crops.faces.shape, generator=rng, dtype=torch.uint8)
+    full = paste_back(demo_frames, faces, crops, mode="full")
+    mouth = paste_back(demo_frames, faces, crops, mode="mouth")
+    np.testing.assert_array_equal(mouth[1], demo_frames[1])  # face-less frame
+    generate = crops.mask.numpy() < 0.5
+    for i in (0, 2):
+        weight = generated_region(crops, i)
+        outside = weight == 0
+        np.testing.assert_array_equal(mouth[i][outside], demo_frames[i][outside])
+        inside = weight > 0.5
+        assert (mouth[i][inside] != demo_frames[i][inside]).any(axis=-1).mean() > 0.9  # noise pasted there
+        # the region is the mask's generated area, a part of what the official paste changes
+        changed_full = (full[i] != demo_frames[i]).any(axis=-1)
+        assert 0.2 < inside.sum() / changed_full.sum() < generate.mean() + 0.05
+        assert (changed_full[outside]).any()  # the official paste also resamples the kept face
+
+
+def test_colour_matching_removes_a_cast_at_the_seam(aligned, demo_frames) -> None:
+    _, crops = aligned
+    offset = torch.tensor([8.0, -5.0, 3.0])
+    cast = ((crops.faces.double() - 128) * 1.1 + 128 + offset).clamp(0, 255).to(torch.uint8)
+    plain = paste_back(demo_frames, cast, crops, mode="mouth")
+    matched = paste_back(demo_frames, cast, crops, mode="mouth", colour_match=True)
+    weight = generated_region(crops, 0)
+    core = weight >= 0.999
+    shift_plain = plain[0][core].astype(float).mean(0) - demo_frames[0][core].astype(float).mean(0)
+    shift_matched = matched[0][core].astype(float).mean(0) - demo_frames[0][core].astype(float).mean(0)
+    assert np.all(np.abs(shift_plain - offset.numpy()) < 8) and np.abs(shift_plain).max() > 6
+    assert np.abs(shift_matched).max() < 1.5, shift_matched
+    np.testing.assert_array_equal(matched[0][weight == 0], demo_frames[0][weight == 0])
+
+
+def test_paste_options_are_checked() -> None:
+    frames = np.zeros((1, 64, 48, 3), np.uint8)
+    crops = FaceAligner(256, landmarker=FixedLandmarker(None)).align(frames)
+    with pytest.raises(InvalidInputError, match="^paste mode: expected one of"):
+        paste_back(frames, crops.faces, crops, mode="lips")
+    with pytest.raises(InvalidInputError, match="^colour match: works with paste mode 'mouth' only"):
+        paste_back(frames, crops.faces, crops, mode="full", colour_match=True)

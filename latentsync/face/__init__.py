@@ -3,7 +3,9 @@ inpainting mask, and the feathered paste-back (spec 1.7, 1.8, 1.12).
 
 Modules: ``landmarks`` (mediapipe mesh -> anchors), ``alignment`` (pure geometry + smoothing),
 ``warp`` (batched kornia warps), ``masks`` (mask.png family), ``paste`` (inverse warp + blend),
-``aligner`` (:class:`FaceAligner`, stateful over the chunks of one video).
+``tracks`` (one identity per face across frames), ``speaker`` (the face choice: largest, index,
+point, auto = active speaker), ``aligner`` (:class:`FaceAligner`, stateful over the chunks of one
+video).
 """
 
 from latentsync.face.aligner import FaceAligner

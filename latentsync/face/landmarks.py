@@ -58,11 +58,15 @@ TASKS_ANCHOR_OFFSETS = np.array([[0.0075, -0.0050], [-0.0057, -0.0071], [-0.0036
 class Landmarker(Protocol):
     """What :class:`~latentsync.face.aligner.FaceAligner` needs from a landmark detector.
 
-    ``detect(frame, frame_index)`` takes one uint8 ``[H, W, 3]`` RGB frame and its absolute index in
-    the video (increasing between calls, for tracking) and returns float64 ``[K >= 468, 2]`` mesh
-    points in frame pixels (x, y), or None when there is no face. ``reset()`` forgets the tracked
-    face (next frame is detected from scratch); ``close()`` frees native resources.
+    ``detect_faces(frame, frame_index)`` takes one uint8 ``[H, W, 3]`` RGB frame and its absolute
+    index in the video (increasing between calls, for tracking) and returns a list of float64
+    ``[K >= 468, 2]`` mesh points in frame pixels (x, y), one per face found (at most the
+    landmarker's ``num_faces``; empty when there is none). ``detect`` is the first of them or None.
+    ``reset()`` forgets the tracked faces (next frame is detected from scratch); ``close()`` frees
+    native resources.
     """
+
+    def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]: ...
 
     def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None: ...
 
@@ -85,6 +89,7 @@ class MediaPipeFaceMesh:
         static_image_mode: False (default) tracks the face from frame to frame; True detects in
             every frame independently (as the parity reference was made).
         min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
+        num_faces: most faces returned per frame (mediapipe ``max_num_faces``).
 
     Raises:
         MissingWeightsError: this mediapipe has no ``solutions.face_mesh``.
@@ -95,6 +100,7 @@ class MediaPipeFaceMesh:
         static_image_mode: bool = False,
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
+        num_faces: int = 1,
     ) -> None:
         face_mesh = _legacy_face_mesh_module()
         if face_mesh is None:
@@ -105,22 +111,23 @@ class MediaPipeFaceMesh:
         self._module = face_mesh
         self._kwargs = dict(
             static_image_mode=bool(static_image_mode),
-            max_num_faces=1,
+            max_num_faces=int(num_faces),
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
         )
         self._mesh = face_mesh.FaceMesh(**self._kwargs)
 
-    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
-        """Mesh points float64 ``[468, 2]`` in pixels, or None (see :class:`Landmarker`)."""
+    def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
+        """Mesh points float64 ``[468, 2]`` in pixels of each face (see :class:`Landmarker`)."""
         frame = _check_frame(frame)
         result = self._mesh.process(frame)
-        faces = result.multi_face_landmarks
-        if not faces:
-            return None
         height, width = frame.shape[:2]
-        return _to_pixels(faces[0].landmark, width, height)
+        return [_to_pixels(face.landmark, width, height) for face in result.multi_face_landmarks or []]
+
+    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
+        """The first face of :meth:`detect_faces`, or None."""
+        return next(iter(self.detect_faces(frame, frame_index)), None)
 
     def reset(self) -> None:
         self._mesh.close()
@@ -141,6 +148,7 @@ class MediaPipeTasksLandmarker:
             convention (:func:`to_legacy_anchor_convention`); False returns the model's raw points.
         fps: nominal frame rate used only to make VIDEO-mode timestamps (ms).
         min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
+        num_faces: most faces returned per frame (mediapipe ``num_faces``).
 
     Raises:
         MissingWeightsError: the file does not exist.
@@ -154,6 +162,7 @@ class MediaPipeTasksLandmarker:
         min_detection_confidence: float = 0.5,
         min_tracking_confidence: float = 0.5,
         legacy_anchors: bool = True,
+        num_faces: int = 1,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -167,7 +176,7 @@ class MediaPipeTasksLandmarker:
         self._options = vision.FaceLandmarkerOptions(
             base_options=mp.tasks.BaseOptions(model_asset_path=str(path)),
             running_mode=mode,
-            num_faces=1,
+            num_faces=int(num_faces),
             min_face_detection_confidence=float(min_detection_confidence),
             min_face_presence_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence),
@@ -179,9 +188,9 @@ class MediaPipeTasksLandmarker:
         self._last_ts = -1
         self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
 
-    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
-        """Mesh points float64 ``[478, 2]`` in pixels (legacy anchor convention unless
-        ``legacy_anchors=False``), or None (see :class:`Landmarker`)."""
+    def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
+        """Mesh points float64 ``[478, 2]`` in pixels of each face (legacy anchor convention unless
+        ``legacy_anchors=False``; see :class:`Landmarker`)."""
         frame = _check_frame(frame)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=frame)
         if self._video_mode:
@@ -190,11 +199,13 @@ class MediaPipeTasksLandmarker:
             result = self._landmarker.detect_for_video(image, ts)
         else:
             result = self._landmarker.detect(image)
-        if not result.face_landmarks:
-            return None
         height, width = frame.shape[:2]
-        xy = _to_pixels(result.face_landmarks[0], width, height)
-        return to_legacy_anchor_convention(xy) if self._legacy_anchors else xy
+        faces = [_to_pixels(face, width, height) for face in result.face_landmarks or []]
+        return [to_legacy_anchor_convention(xy) for xy in faces] if self._legacy_anchors else faces
+
+    def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
+        """The first face of :meth:`detect_faces`, or None."""
+        return next(iter(self.detect_faces(frame, frame_index)), None)
 
     def reset(self) -> None:
         self._landmarker.close()
@@ -277,6 +288,7 @@ def create_landmarker(
     download: bool = True,
     fps: float = 25.0,
     backend: str = "auto",
+    num_faces: int = 1,
 ) -> Landmarker:
     """The default mediapipe landmarker for one video.
 
@@ -287,6 +299,7 @@ def create_landmarker(
             downloaded; see :func:`~latentsync.face.landmarker_model.resolve_face_landmarker_task`.
         fps: nominal frame rate for Tasks VIDEO-mode timestamps.
         backend: "auto" (legacy FaceMesh if bundled, else Tasks), "legacy" or "tasks".
+        num_faces: most faces returned per frame (>= 1).
 
     Raises:
         InvalidInputError: unknown ``backend``.
@@ -295,9 +308,9 @@ def create_landmarker(
     if backend not in ("auto", "legacy", "tasks"):
         raise InvalidInputError(f"backend: expected 'auto', 'legacy' or 'tasks', got {backend!r}")
     if backend == "legacy" or (backend == "auto" and has_legacy_face_mesh()):
-        return MediaPipeFaceMesh(static_image_mode=not video_mode)
+        return MediaPipeFaceMesh(static_image_mode=not video_mode, num_faces=num_faces)
     path = resolve_face_landmarker_task(model_path, search_dirs, download=download)
-    return MediaPipeTasksLandmarker(path, video_mode=video_mode, fps=fps)
+    return MediaPipeTasksLandmarker(path, video_mode=video_mode, fps=fps, num_faces=num_faces)
 
 
 def _check_mesh(xy: np.ndarray) -> np.ndarray:

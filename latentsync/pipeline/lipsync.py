@@ -45,8 +45,8 @@ from latentsync.device import default_device_and_dtype, prepare_models
 from latentsync.errors import AudioTooShortError, InvalidInputError
 from latentsync.pipeline.faces import CHUNK_FRAMES  # official data.num_frames (16); the temporal layers accept 1..24
 from latentsync.pipeline.overlap import run_overlapped
-from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, decode_faces, paste_generated,
-                                        report, require_face, resolve_seed)
+from latentsync.pipeline.stages import (FaceSampler, ProgressCallback, align_chunks, choose_speaker, decode_faces,
+                                        paste_function, paste_generated, report, require_face, resolve_seed)
 from latentsync.pipeline.timing import StageTimer
 from latentsync.video.segments import output_chunks, source_segments, take_frames
 
@@ -300,6 +300,9 @@ class LipSyncPipeline:
         tmp_dir: str | os.PathLike | None = None,
         overlap: bool = True,
         synchronize_timing: bool = False,
+        face: str = "largest",
+        paste_mode: str = "mouth",
+        colour_match: bool = False,
     ) -> LipSyncResult:
         """Lip-sync ``video`` to ``audio`` and write ``output`` (spec 1, streaming).
 
@@ -322,6 +325,13 @@ class LipSyncPipeline:
             synchronize_timing: wait for the device at the end of every stage so that
                 ``LipSyncResult.stage_seconds`` is exact on CUDA (slower; see
                 :mod:`latentsync.pipeline.timing`).
+            face: which face to lip-sync when there are several: "largest" (default), "auto" (the
+                active speaker, from the speech), "index:N" (0 = leftmost), "point:X,Y" (0..1);
+                see :mod:`latentsync.face.speaker`. The other faces are left untouched.
+            paste_mode: "mouth" (default: only the generated region is pasted back, every other
+                pixel stays bit-exact) or "full" (the official restore of the whole aligned face);
+                see :mod:`latentsync.face.paste`.
+            colour_match: match the generated region's colour to the frame at the seam ("mouth").
 
         Returns:
             :class:`LipSyncResult`.
@@ -335,6 +345,7 @@ class LipSyncPipeline:
         from latentsync.audio.windows import window_indices
         from latentsync.face.aligner import FaceAligner
         from latentsync.face.probe import require_face_in_source
+        from latentsync.face.speaker import parse_face_choice
         from latentsync.video.io import VideoWriter, iter_frames
         from latentsync.video.sources import FileFrames
         from latentsync.video.timeline import plan_output
@@ -344,6 +355,8 @@ class LipSyncPipeline:
         video, audio, output = check_job_arguments(
             video, audio, output, self.resolution, num_inference_steps, guidance_scale, seed
         )
+        face_choice = parse_face_choice(face)
+        paste = paste_function(paste_mode, colour_match, device=self.device)
         info, waveform = load_inputs(video, audio)
         with FaceAligner(self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps)) as probe:
             require_face_in_source(FileFrames.open(video), probe)  # a face-less video fails here, not at the end
@@ -379,11 +392,12 @@ class LipSyncPipeline:
         audio_out = waveform[: plan.num_audio_samples]
         n_forward = min(n_out, info.num_frames)
         with tempfile.TemporaryDirectory(prefix="latentsync-", dir=tmp_dir) as scratch, FaceAligner(
-            self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps)
+            self.resolution, landmarker=self.landmarker, device=self.device, fps=float(info.fps), face=face_choice
         ) as aligner, VideoWriter(
             output, info.fps, info.width, info.height, audio=audio_out, sample_rate=SAMPLE_RATE, crf=crf,
             inputs=(video, audio),
         ) as writer:
+            choose_speaker(aligner, take_frames(iter_frames(video, chunk_size=chunk), n_forward), waveform)
             decoded = timer.timed_iter("decode", iter_frames(video, chunk_size=chunk))
             aligned = align_chunks(SimpleNamespace(align=timer.timed("align", aligner.align)),
                                    take_frames(decoded, n_forward), total=n_forward, callback=callback)
@@ -404,7 +418,7 @@ class LipSyncPipeline:
             def paste_and_write(item) -> None:
                 frames, faces, crops = item
                 with timer("paste"):
-                    frames = paste_generated(frames, faces, crops, aligner.paste_back)
+                    frames = paste_generated(frames, faces, crops, paste)
                 with timer("encode_video"):
                     writer.write(frames)
                 report(callback, "frames", crops.start_index + len(crops), n_out)

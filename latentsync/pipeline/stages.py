@@ -4,9 +4,11 @@
 stage nodes (``nodes/``: IMAGE or VIDEO in) both build a job from these pieces, so a rule of the job
 lives in one place:
 
-1. **align** -- :func:`align_chunks`: one stateful aligner sees the frames in order, chunk by chunk
-   (spec 1.7); frames without a face are listed, not fatal; :func:`require_face` is the no-face rule
-   (a video with no face at all is an error).
+1. **align** -- :func:`choose_speaker` (``face="auto"`` only: a landmark pass over the clip picks the
+   active speaker's face track first), then :func:`align_chunks`: one stateful aligner sees the
+   frames in order, chunk by chunk (spec 1.7), following the chosen face; frames without it are
+   listed, not fatal; :func:`require_face` is the no-face rule (a video with no face at all is an
+   error).
 2. **timeline** -- :func:`~latentsync.video.timeline.plan_output` / ``loop_indices`` (spec 1.6: one
    output frame per audio window, ping-pong loop or cut) and :func:`output_chunk_starts` (the
    official 16-frame output chunks).
@@ -16,8 +18,9 @@ lives in one place:
    (no diffusion, no random draws).
 4. **decode** -- :func:`decode_faces`: scaled latents -> faces ``[n, R, R, 3]`` float 0..1.
 5. **composite + paste back** -- :func:`paste_generated`: aligned-space composite ``out = gen * (1 - m)
-   + ref * m`` (spec 1.10) and the feathered inverse warp into the frames (spec 1.12); faces-less
-   frames are returned unchanged.
+   + ref * m`` (spec 1.10) and the feathered inverse warp into the frames (spec 1.12, or only the
+   generated region with optional colour matching: :func:`paste_function`); faces-less frames are
+   returned unchanged.
 
 Every stage reports through one callback, ``callback(Progress(stage, done, total))`` (raise from it to
 cancel): ``"align"`` and ``"frames"`` count frames, ``"denoise"`` counts DDIM steps over all chunks.
@@ -41,6 +44,8 @@ from latentsync.errors import NoFaceError
 from latentsync.pipeline.faces import CHUNK_FRAMES
 from latentsync.types import FaceCrops
 from latentsync.video.segments import chunk_starts
+
+SAMPLE_RATE = 16000  # Hz of the speech the stages take
 
 if TYPE_CHECKING:
     from latentsync.pipeline.sampler import StepInfo
@@ -110,6 +115,36 @@ def align_chunks(
         yield frames, crops
         pos += int(frames.shape[0])
     report(callback, "align", pos, total or pos)
+
+
+def choose_speaker(
+    aligner, frame_chunks: Iterable[np.ndarray | torch.Tensor], speech: np.ndarray | None, speech_name: str = "audio"
+) -> None:
+    """For ``face="auto"``: scan the clip and make the aligner follow the active speaker.
+
+    A no-op for the other face choices (``frame_chunks`` is then not read). Otherwise every chunk is
+    read once for landmarks only (:meth:`~latentsync.face.aligner.FaceAligner.choose_speaker`);
+    the later :func:`align_chunks` pass reuses those landmarks instead of detecting again.
+
+    Args:
+        aligner: a :class:`~latentsync.face.aligner.FaceAligner`.
+        frame_chunks: the clip's uint8 ``[n, H, W, 3]`` chunks from frame 0 (lazy iterable).
+        speech: float ``[S]`` 16 kHz mono speech aligned with frame 0, or None.
+        speech_name: the input named when ``speech`` is missing.
+
+    Raises:
+        InvalidInputError: ``face="auto"`` without speech.
+    """
+    from latentsync.errors import InvalidInputError
+
+    if aligner.face.mode != "auto":
+        return
+    if speech is None:
+        raise InvalidInputError(
+            f"{speech_name}: face choice 'auto' (active speaker) needs the speech; connect it, or choose "
+            f"largest, index:N or point:X,Y"
+        )
+    aligner.choose_speaker(frame_chunks, speech, SAMPLE_RATE)
 
 
 def require_face(no_face_indices: Sequence[int], num_frames: int, input_name: str = "video") -> None:
@@ -269,6 +304,27 @@ def decode_faces(vae, latents: torch.Tensor, batch_size: int = 8) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------
 
 
+def paste_function(mode: str = "mouth", colour_match: bool = False, device=None) -> Callable:
+    """The ``paste(frames, faces, crops)`` of a job: :func:`latentsync.face.paste.paste_back` with
+    the job's paste mode and colour matching (validated here, before any work).
+
+    Args:
+        mode: "mouth" (the job default: only the generated region is pasted, every other pixel
+            bit-exact; no double resampling of the upper face) or "full" (the official restore).
+        colour_match: match the generated region's colour at the seam ("mouth" only).
+        device: torch device for the warps (default CPU).
+
+    Raises:
+        InvalidInputError: unknown mode, or colour matching with "full".
+    """
+    from functools import partial
+
+    from latentsync.face.paste import check_paste_options, paste_back
+
+    check_paste_options(mode, colour_match)
+    return partial(paste_back, device=device, mode=mode, colour_match=colour_match)
+
+
 def paste_generated(
     frames: np.ndarray | torch.Tensor,
     generated: torch.Tensor | None,
@@ -313,8 +369,9 @@ def align_source(
     *,
     callback: ProgressCallback | None = None,
     collect: Callable[[Iterable[FaceCrops]], FaceCrops] | None = None,
+    speech: np.ndarray | None = None,
 ) -> FaceCrops:
-    """Align every frame of a frame source and apply the no-face rule.
+    """Align every frame of a frame source (following the aligner's face choice) and apply the no-face rule.
 
     Args:
         source: a frame source (:mod:`latentsync.video.sources`: ``chunks()``, ``num_frames``, ``name``).
@@ -322,6 +379,7 @@ def align_source(
         callback: ``"align"`` progress.
         collect: joins the per-chunk crops as they come (default: in memory, ``FaceCrops.concat``;
             :func:`latentsync.video.segments.collect_crops` spills a long video's faces to a file).
+        speech: float ``[S]`` 16 kHz mono speech, needed for ``face="auto"`` (:func:`choose_speaker`).
 
     Returns:
         crops of all ``source.num_frames`` frames (``start_index`` 0).
@@ -329,10 +387,12 @@ def align_source(
     Raises:
         NoFaceError: no frame has a face (a face-less source is found by a probe of a few frames,
             :func:`latentsync.face.probe.require_face_in_source`, before the whole of it is aligned).
+        InvalidInputError: ``face="auto"`` without speech.
     """
     from latentsync.face.probe import require_face_in_source
 
     require_face_in_source(source, aligner)
+    choose_speaker(aligner, source.chunks(), speech)
     parts = (c for _, c in align_chunks(aligner, source.chunks(), total=source.num_frames, callback=callback))
     crops = collect(parts) if collect is not None else FaceCrops.concat(list(parts))
     require_face(crops.no_face_indices, len(crops), source.name)
