@@ -6,8 +6,9 @@
 1. Writes ``--train-clips`` training and ``--held-clips`` held-out clips with
    :func:`training.synthetic.make_dataset` (64x64 faces whose mouth opening follows the loudness
    of the audio; the held-out clips have other seeds: other faces, voices and envelopes).
-2. Trains ``training/configs/tiny_syncnet.yaml`` (its recipe: paired negatives, anti-collapse
-   term; see training/README.md) for ``--steps`` steps. The task is the official one: 16-frame
+2. Trains ``training/configs/tiny_syncnet.yaml`` for ``--steps`` steps (extra ``key=value``
+   arguments override it, e.g. ``data.paired_negatives=true run.norm_out_bias_init=0.6
+   run.anti_collapse_weight=1``; see training/README.md). The task is the official one: 16-frame
    windows, lower half of the face, mel ``[1, 80, 52]``, negatives from the same clip at another
    offset.
 3. Validates on the held-out clips every ``--eval-every`` steps (official accuracy: 50 % in-sync,

@@ -292,7 +292,7 @@ def test_syncnet_loop_step_resume_exact(data_dir, tmp_path):
     first = main(cfg, _sync_overrides(data_dir, tmp_path / "part", 1, "ckpt.save_ckpt_steps=1"))
     # mixed precision (bf16 autocast on CPU, fp16 + GradScaler on CUDA) and gradient checkpointing
     mp = main(cfg, _sync_overrides(data_dir, tmp_path / "mp", 1, "run.mixed_precision_training=true",
-                                   "run.enable_gradient_checkpointing=true", "data.batch_size=1"))
+                                   "run.enable_gradient_checkpointing=true", "data.batch_size=2"))
     assert torch.isfinite(torch.tensor(mp["losses"])).all()
     rest = main(cfg, _sync_overrides(data_dir, tmp_path / "part", 3, "run.resume_from=latest",
                                      "ckpt.save_ckpt_steps=1"))
