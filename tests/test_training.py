@@ -239,6 +239,28 @@ def test_embedding_spread_detects_collapse():
     assert float(anti_collapse_loss(same, same, 0.3)) == pytest.approx(0.6, abs=1e-5)
 
 
+def test_tiny_syncnet_head_is_no_sign_code_and_bias_init_sets_chance_cosine():
+    from omegaconf import OmegaConf
+
+    from latentsync.models.syncnet import StableSyncNet
+    from training.train_syncnet import init_norm_out_bias
+
+    torch.manual_seed(0)
+    model = StableSyncNet(OmegaConf.to_container(OmegaConf.load(CONFIGS / "tiny_syncnet.yaml").model))
+    seen = {}
+    model.visual_encoder.norm_out.register_forward_hook(lambda m, i, o: seen.setdefault("v", o))
+    x, mel = torch.randn(8, 48, 32, 64), torch.randn(8, 1, 80, 52)
+    with torch.no_grad():
+        v, a = model(x, mel)
+    # GroupNorm over 2 values per group would give exactly +-1 everywhere (the old 64-wide head)
+    assert float((seen["v"].abs() - 1).abs().max()) > 0.5
+    cos0 = float(torch.nn.functional.cosine_similarity(v, a).mean())
+    init_norm_out_bias(model, 0.6)
+    with torch.no_grad():
+        cos1 = float(torch.nn.functional.cosine_similarity(*model(x, mel)).mean())
+    assert 0.25 < cos0 < 0.42 and cos1 > cos0 + 0.05  # ~1/pi for relu of standardised features
+
+
 def test_perceptual_and_trepa_losses_finite_with_gradients(tmp_path):
     lp = PerceptualLoss(channels=(8, 16, 16, 32, 32), seed=0)
     x = (torch.rand(2, 3, 32, 64) * 2 - 1).requires_grad_(True)
