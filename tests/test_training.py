@@ -23,9 +23,10 @@ from training_helpers import synthetic_clips
 from latentsync.errors import InvalidInputError
 from training import engine
 from training.datasets.common import collate_samples, list_videos
-from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames
+from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, unpair_batch
 from training.datasets.unet import UNetDataset, load_mask_image
-from training.losses import PerceptualLoss, TrepaLoss, mixed_noise, syncnet_accuracy, syncnet_bce_loss
+from training.losses import PerceptualLoss, TrepaLoss, anti_collapse_loss, embedding_spread, mixed_noise
+from training.losses import syncnet_accuracy, syncnet_bce_loss
 
 CONFIGS = REPO_ROOT / "training" / "configs"
 
@@ -141,6 +142,28 @@ def test_syncnet_dataset_deterministic_and_labels(data_dir):
     assert c["start_idx"] == a["start_idx"] and (c["frames"] - a["frames"]).abs().max() < 2e-3
 
 
+def test_paired_syncnet_samples_share_the_audio_window(data_dir):
+    ds = SyncNetDataset(list_videos("", data_dir), seed=5, resolution=64, paired=True)
+    one = SyncNetDataset(list_videos("", data_dir), seed=5, resolution=64)
+    s = ds[(1, 123)]
+    assert s["frames"].shape == (2, 16, 3, 64, 64) and s["y"].tolist() == [1.0, 0.0]
+    pos, neg = s["start_idx"].tolist()
+    assert pos != neg
+    u = one[(1, 123)]  # same draws: the unpaired sample is one of the two clips, same audio window
+    assert torch.equal(u["audio"], s["audio"]) and u["start_idx"] == (pos if u["y"] == 1.0 else neg)
+    flat = unpair_batch(collate_samples([s, ds[(2, 7)]]))
+    assert flat["frames"].shape == (4, 16, 3, 64, 64) and flat["y"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert flat["audio"].shape == (4, 1, 80, 52) and torch.equal(flat["audio"][0], flat["audio"][1])
+
+
+def test_paired_negatives_need_an_even_batch(data_dir, tmp_path):
+    from training.train_syncnet import main
+
+    with pytest.raises(InvalidInputError, match="data.batch_size=3: must be even"):
+        main(CONFIGS / "tiny_syncnet.yaml", _sync_overrides(data_dir, tmp_path / "o", 1, "data.batch_size=3",
+                                                            "data.paired_negatives=true"))
+
+
 def test_corrupt_video_is_skipped_and_counted(data_dir, tmp_path):
     shutil.copy(data_dir / "clip_0.mp4", tmp_path / "a.mp4")
     (tmp_path / "b.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
@@ -206,6 +229,38 @@ def test_syncnet_loss_and_accuracy():
     assert torch.isfinite(syncnet_bce_loss(v, a, y))
 
 
+def test_embedding_spread_detects_collapse():
+    e = torch.nn.functional.normalize(torch.rand(8, 32), dim=1)
+    same = e[:1].expand(8, 32)
+    assert float(embedding_spread(same)) < 1e-6
+    assert 0.05 < float(embedding_spread(e)) < 1.0
+    assert float(embedding_spread(torch.eye(4))) == pytest.approx(0.75)
+    assert float(anti_collapse_loss(torch.eye(4), torch.eye(4), 0.5)) == 0.0
+    assert float(anti_collapse_loss(same, same, 0.3)) == pytest.approx(0.6, abs=1e-5)
+
+
+def test_tiny_syncnet_head_is_no_sign_code_and_bias_init_sets_chance_cosine():
+    from omegaconf import OmegaConf
+
+    from latentsync.models.syncnet import StableSyncNet
+    from training.train_syncnet import init_norm_out_bias
+
+    torch.manual_seed(0)
+    model = StableSyncNet(OmegaConf.to_container(OmegaConf.load(CONFIGS / "tiny_syncnet.yaml").model))
+    seen = {}
+    model.visual_encoder.norm_out.register_forward_hook(lambda m, i, o: seen.setdefault("v", o))
+    x, mel = torch.randn(8, 48, 32, 64), torch.randn(8, 1, 80, 52)
+    with torch.no_grad():
+        v, a = model(x, mel)
+    # GroupNorm over 2 values per group would give exactly +-1 everywhere (the old 64-wide head)
+    assert float((seen["v"].abs() - 1).abs().max()) > 0.5
+    cos0 = float(torch.nn.functional.cosine_similarity(v, a).mean())
+    init_norm_out_bias(model, 0.6)
+    with torch.no_grad():
+        cos1 = float(torch.nn.functional.cosine_similarity(*model(x, mel)).mean())
+    assert 0.25 < cos0 < 0.42 and cos1 > cos0 + 0.05  # ~1/pi for relu of standardised features
+
+
 def test_perceptual_and_trepa_losses_finite_with_gradients(tmp_path):
     lp = PerceptualLoss(channels=(8, 16, 16, 32, 32), seed=0)
     x = (torch.rand(2, 3, 32, 64) * 2 - 1).requires_grad_(True)
@@ -259,7 +314,7 @@ def test_syncnet_loop_step_resume_exact(data_dir, tmp_path):
     first = main(cfg, _sync_overrides(data_dir, tmp_path / "part", 1, "ckpt.save_ckpt_steps=1"))
     # mixed precision (bf16 autocast on CPU, fp16 + GradScaler on CUDA) and gradient checkpointing
     mp = main(cfg, _sync_overrides(data_dir, tmp_path / "mp", 1, "run.mixed_precision_training=true",
-                                   "run.enable_gradient_checkpointing=true", "data.batch_size=1"))
+                                   "run.enable_gradient_checkpointing=true", "data.batch_size=2"))
     assert torch.isfinite(torch.tensor(mp["losses"])).all()
     rest = main(cfg, _sync_overrides(data_dir, tmp_path / "part", 3, "run.resume_from=latest",
                                      "ckpt.save_ckpt_steps=1"))
@@ -303,6 +358,20 @@ def test_unet_loop_resume_exact_with_audio_dropout(data_dir, embeds_cache, tmp_p
     rest = main(cfg, _unet_overrides(data_dir, tmp_path / "part", 2, embeds_cache, "run.resume_from=latest", *extra))
     assert len(full["losses"]) == 2
     assert first["losses"] + rest["losses"] == full["losses"]
+
+
+def test_stage2_uses_a_syncnet_written_by_the_syncnet_loop(data_dir, embeds_cache, tmp_path):
+    from training.train_syncnet import main as train_syncnet
+    from training.train_unet import main as train_unet
+
+    sync = train_syncnet(CONFIGS / "tiny_syncnet.yaml", _sync_overrides(data_dir, tmp_path / "s", 1))
+    res = train_unet(CONFIGS / "tiny_unet.yaml", _unet_overrides(
+        data_dir, tmp_path / "u", 1, embeds_cache, f"ckpt.syncnet_ckpt_path={sync['checkpoint']}",
+        "run.perceptual_loss_weight=0", "run.trepa_loss_weight=0", "data.num_frames=16"))
+    parts = res["components"][0]
+    assert set(parts) == {"recon", "sync", "total"} and 0.0 < parts["sync"] < 100.0
+    init = next(r for r in engine.read_jsonl(tmp_path / "u" / "log.jsonl") if r["event"] == "start")
+    assert init["config"]["ckpt"]["syncnet_ckpt_path"] == str(sync["checkpoint"])
 
 
 def _free_port() -> int:

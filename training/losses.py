@@ -28,6 +28,8 @@ from latentsync.errors import MissingWeightsError
 __all__ = [
     "syncnet_bce_loss",
     "syncnet_accuracy",
+    "embedding_spread",
+    "anti_collapse_loss",
     "mixed_noise",
     "PerceptualLoss",
     "TrepaLoss",
@@ -50,6 +52,26 @@ def syncnet_accuracy(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor,
     """Fraction of pairs with ``(cos > threshold) == (y == 1)`` (spec 5.2). Scalar float."""
     cos = F.cosine_similarity(vision_embeds.float(), audio_embeds.float(), dim=1)
     return ((cos > threshold).float() == (y.float() > 0.5).float()).float().mean()
+
+
+def embedding_spread(embeds: torch.Tensor) -> torch.Tensor:
+    """How much a batch of embeddings ``[N, D]`` differs between samples: ``1 - |mean e|^2 / mean |e|^2``
+    in [0, 1] (float32 scalar); 0 = every sample has the same embedding (collapse), 1 = the batch
+    mean is zero. A randomly initialised StableSyncNet gives about 0.3-0.4 per tower (ReLU outputs
+    share a positive mean); a collapsed one (loss stuck at ln 2, cos = 0.5 for every pair) < 0.01.
+    """
+    e = embeds.float()
+    return 1.0 - e.mean(0).pow(2).sum() / e.pow(2).sum(1).mean().clamp_min(1e-12)
+
+
+def anti_collapse_loss(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor,
+                       min_spread: float) -> torch.Tensor:
+    """Hinge ``relu(min_spread - spread(v)) + relu(min_spread - spread(a))`` (float32 scalar; see
+    :func:`embedding_spread`). Zero while both towers keep their embeddings apart; a training-only
+    term (not in the official recipe, which can settle in the input-independent solution
+    ``cos = 0.5`` where the BCE gradient vanishes; see training/README.md)."""
+    return (F.relu(min_spread - embedding_spread(vision_embeds))
+            + F.relu(min_spread - embedding_spread(audio_embeds)))
 
 
 def mixed_noise(shape: Sequence[int], alpha: float, generator: torch.Generator | None = None,

@@ -43,8 +43,9 @@ class SyncNetDataset(SkippingDataset):
 
     def __init__(self, videos: Sequence[Path], seed: int, resolution: int = 256, num_frames: int = 16,
                  audio_mel_cache_dir: str | None = None, fps: float = 25.0, sample_rate: int = 16000,
-                 max_skips: int = 20, frame_cache_mb: float = 0.0) -> None:
+                 max_skips: int = 20, frame_cache_mb: float = 0.0, paired: bool = False) -> None:
         super().__init__(videos, seed, max_skips)
+        self.paired = bool(paired)
         self.frame_cache_mb = float(frame_cache_mb)
         self._frames: dict[str, torch.Tensor] = {}
         self._cache_bytes = 0
@@ -69,11 +70,16 @@ class SyncNetDataset(SkippingDataset):
         s_neg = int(rng.integers(n_start - 1))
         s_neg = s_neg + 1 if s_neg >= s else s_neg  # uniform over starts != s
         y = 1.0 if rng.random() < 0.5 else 0.0
+        audio = mel_window(mel, s, F_, self.fps)
+        if self.paired:
+            frames = torch.stack([self._frame_window(path, s, F_), self._frame_window(path, s_neg, F_)])
+            return {"frames": frames, "audio": audio, "y": torch.tensor([1.0, 0.0]), "video_path": str(path),
+                    "start_idx": torch.tensor([s, s_neg])}
         frames_start = s if y == 1.0 else s_neg
         frames = self._frame_window(path, frames_start, F_)
         return {
             "frames": frames,
-            "audio": mel_window(mel, s, F_, self.fps),
+            "audio": audio,
             "y": y,
             "video_path": str(path),
             "start_idx": frames_start,
@@ -110,3 +116,17 @@ def pack_syncnet_frames(frames: torch.Tensor, lower_half: bool = True) -> torch.
     b, f, c, h, w = frames.shape
     x = frames.reshape(b, f * c, h, w)
     return x[:, :, h // 2:, :] if lower_half else x
+
+
+def unpair_batch(batch: dict) -> dict:
+    """Flatten a batch of paired samples (``frames [B, 2, F, 3, R, R]``, ``y [B, 2]``) to ``2B``
+    clips with the audio window repeated for both (``audio [2B, 1, 80, 52]``); an unpaired batch is
+    returned as is."""
+    frames = batch["frames"]
+    if frames.ndim != 6:
+        return batch
+    out = dict(batch)
+    out["frames"] = frames.flatten(0, 1)
+    out["y"] = batch["y"].flatten()
+    out["audio"] = batch["audio"].repeat_interleave(frames.shape[1], dim=0)
+    return out
