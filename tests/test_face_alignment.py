@@ -40,7 +40,7 @@ from latentsync.face.alignment import (
     invert_affine,
     similarity_transform,
 )
-from latentsync.face.landmarks import anchor_points
+from latentsync.face.landmarks import anchor_points, has_legacy_face_mesh
 from latentsync.face.masks import load_mask
 from latentsync.face.paste import paste_back, paste_faces
 from latentsync.face.warp import resize_crops, warp_to_crops
@@ -296,6 +296,8 @@ def test_smoothing_reduces_anchor_motion_on_real_clip() -> None:
     step = lambda a: np.linalg.norm(np.diff(a, axis=0), axis=2).mean()  # noqa: E731
     jerk = lambda a: np.linalg.norm(np.diff(a, 2, axis=0), axis=2).mean()  # noqa: E731
     assert raw.shape == smooth.shape == (50, 3, 2)
-    assert step(smooth) < 0.99 * step(raw), (step(smooth), step(raw))  # measured 0.974
-    assert jerk(smooth) < 0.9 * jerk(raw), (jerk(smooth), jerk(raw))  # measured 0.82
+    # Measured: legacy mesh 0.974 / 0.82; Tasks (smoother to begin with) 0.983 / 0.901.
+    jerk_bound = 0.9 if has_legacy_face_mesh() else 0.95
+    assert step(smooth) < 0.99 * step(raw), (step(smooth), step(raw))
+    assert jerk(smooth) < jerk_bound * jerk(raw), (jerk(smooth), jerk(raw))
     assert np.linalg.norm(smooth - raw, axis=2).mean() < 2.0  # small lag
