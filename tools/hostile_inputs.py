@@ -313,7 +313,10 @@ def run_case(case: Case, work: Path, media: dict[str, Path], out: Path) -> dict:
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **case.env}
     cmd = [sys.executable, "-m", case.module, *case.args]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell starts background jobs with SIGINT ignored, and
+    # Python then never turns Ctrl-C into KeyboardInterrupt (as in a terminal, where it is not ignored)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if case.signal_after is not None:
         sig, ready = case.signal_after
         while proc.poll() is None and not ready(tmp):
