@@ -148,7 +148,11 @@ class MediaPipeTasksLandmarker:
             convention (:func:`to_legacy_anchor_convention`); False returns the model's raw points.
         fps: nominal frame rate used only to make VIDEO-mode timestamps (ms).
         min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
-        num_faces: most faces returned per frame (mediapipe ``num_faces``).
+        num_faces: most faces returned per frame (mediapipe ``num_faces``). In VIDEO mode with
+            ``num_faces > 1`` a second, single-face landmarker runs beside the multi-face one and its
+            face comes first: mediapipe's multi-face tracking drops a tracked face in frames where its
+            detector misses (demo3 frames 20-23), the single-face tracker keeps it. The duplicate of
+            that face among the multi-face results is dropped by the face tracks (IoU > 0.3).
 
     Raises:
         MissingWeightsError: the file does not exist.
@@ -186,7 +190,20 @@ class MediaPipeTasksLandmarker:
         self._video_mode = bool(video_mode)
         self._ms_per_frame = 1000.0 / float(fps)
         self._last_ts = -1
-        self._landmarker = vision.FaceLandmarker.create_from_options(self._options)
+        self._single_options = None
+        if video_mode and int(num_faces) > 1:
+            self._single_options = vision.FaceLandmarkerOptions(
+                base_options=self._options.base_options, running_mode=mode, num_faces=1,
+                min_face_detection_confidence=float(min_detection_confidence),
+                min_face_presence_confidence=float(min_detection_confidence),
+                min_tracking_confidence=float(min_tracking_confidence),
+            )
+        self._create()
+
+    def _create(self) -> None:
+        create = self._mp.tasks.vision.FaceLandmarker.create_from_options
+        self._landmarker = create(self._options)
+        self._single = create(self._single_options) if self._single_options is not None else None
 
     def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
         """Mesh points float64 ``[478, 2]`` in pixels of each face (legacy anchor convention unless
@@ -196,11 +213,12 @@ class MediaPipeTasksLandmarker:
         if self._video_mode:
             ts = max(int(round(frame_index * self._ms_per_frame)), self._last_ts + 1)
             self._last_ts = ts
-            result = self._landmarker.detect_for_video(image, ts)
+            found = [] if self._single is None else self._single.detect_for_video(image, ts).face_landmarks or []
+            found += self._landmarker.detect_for_video(image, ts).face_landmarks or []
         else:
-            result = self._landmarker.detect(image)
+            found = self._landmarker.detect(image).face_landmarks or []
         height, width = frame.shape[:2]
-        faces = [_to_pixels(face, width, height) for face in result.face_landmarks or []]
+        faces = [_to_pixels(face, width, height) for face in found]
         return [to_legacy_anchor_convention(xy) for xy in faces] if self._legacy_anchors else faces
 
     def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
@@ -208,12 +226,14 @@ class MediaPipeTasksLandmarker:
         return next(iter(self.detect_faces(frame, frame_index)), None)
 
     def reset(self) -> None:
-        self._landmarker.close()
+        self.close()
         self._last_ts = -1
-        self._landmarker = self._mp.tasks.vision.FaceLandmarker.create_from_options(self._options)
+        self._create()
 
     def close(self) -> None:
         self._landmarker.close()
+        if self._single is not None:
+            self._single.close()
 
 
 def face_frame(anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
