@@ -60,7 +60,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -rf "$V"
   "$USER_PYTHON" -m venv "$V"
   pip_install "$V" torch
-  pip_install "$V" -r requirements.txt pytest psutil "setuptools>=68"
+  pip_install "$V" -r requirements.txt transformers pytest psutil "setuptools>=68"  # transformers: as in ComfyUI's own requirements; the training losses need it
   task=$V/models/mediapipe/face_landmarker.task
   mkdir -p "$(dirname "$task")"
   if [ -f ../shared/models/mediapipe/face_landmarker.task ]; then
