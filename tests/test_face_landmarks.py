@@ -20,6 +20,7 @@ from latentsync.face.landmarks import (
     TASKS_ANCHOR_OFFSETS,
     MediaPipeFaceMesh,
     MediaPipeTasksLandmarker,
+    TasksSmoothingLead,
     anchor_points,
     anchors_from_106,
     create_landmarker,
@@ -199,6 +200,72 @@ def test_tasks_landmarker_wiring_with_a_stub_model(tmp_path, monkeypatch) -> Non
     assert calls == [0, 33, 34, 0]
 
 
+def test_tasks_landmarker_adds_the_smoothing_lead_to_its_smoothed_stream(tmp_path, monkeypatch) -> None:
+    """Single-face VIDEO mode: the face gets offsets plus the lead of its own stream (first frame:
+    none; restarted after a frame without the face and after a skipped frame index)."""
+    mp = pytest.importorskip("mediapipe")
+    from types import SimpleNamespace
+
+    base = np.random.default_rng(4).uniform(0.3, 0.6, (478, 2))
+    shown: list[np.ndarray] = []
+
+    class StubLandmarker:
+        def detect_for_video(self, image, timestamp_ms):
+            norm = base + [0.002 * len(shown), 0.001 * len(shown)]  # moves every call
+            shown.append(norm * [200.0, 400.0])
+            if len(shown) == 3:
+                return SimpleNamespace(face_landmarks=[])
+            return SimpleNamespace(face_landmarks=[[SimpleNamespace(x=x, y=y, z=0.0) for x, y in norm]])
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(mp.tasks.vision.FaceLandmarker, "create_from_options", staticmethod(lambda o: StubLandmarker()))
+    (tmp_path / FACE_LANDMARKER_TASK).write_bytes(b"stub")
+    landmarker = MediaPipeTasksLandmarker(tmp_path / FACE_LANDMARKER_TASK, fps=25.0)
+    frame = np.zeros((400, 200, 3), np.uint8)
+    got = [landmarker.detect(frame, i) for i in (0, 1, 2, 3, 4, 6)]
+    lead = TasksSmoothingLead()
+    expected_leads = [lead(shown[0], 0), lead(shown[1], 40), None, np.zeros((3, 2)), None, np.zeros((3, 2))]
+    lead.reset()
+    lead(shown[3], 120)
+    expected_leads[4] = lead(shown[4], 160)
+    assert got[2] is None and np.abs(expected_leads[1]).max() > 0.1 and np.abs(expected_leads[4]).max() > 0.1
+    for xy, mesh, shift in zip(got, shown, expected_leads):
+        if shift is not None:
+            np.testing.assert_allclose(xy, to_legacy_anchor_convention(mesh, shift), atol=1e-9)
+
+
+def test_smoothing_lead_undoes_mediapipes_filter_on_a_steadily_moving_face() -> None:
+    """A face moving at constant speed, One-Euro-filtered the way mediapipe does (per coordinate,
+    speed in face-box sizes per second low-passed at 1 Hz, cutoff = min_cutoff + beta |speed|):
+    the lead with the same settings puts the anchors back where the unfiltered face is, once the
+    speed estimate has settled. Still face: no lead; first frame: none."""
+    rng = np.random.default_rng(5)
+    face = rng.uniform(0, 200, (478, 2))
+    velocity = np.array([1.5, -0.8])  # px per frame
+    fps, min_cutoff, beta = 25.0, 4.0, 80.0
+    alpha = lambda cutoff: 1.0 / (1.0 + fps / (2 * np.pi * cutoff))  # noqa: E731
+    box = float(np.ptp(face[:, 0]) + np.ptp(face[:, 1])) / 2
+    lead, y, x_last, speed = TasksSmoothingLead(min_cutoff=min_cutoff, beta=beta), None, None, 0.0
+    for t in range(80):
+        x = face + t * velocity
+        if y is None:
+            y = x.copy()
+        else:
+            speed = speed + alpha(1.0) * ((x - x_last) * fps / box - speed)
+            y = y + alpha(min_cutoff + beta * np.abs(speed)) * (x - y)
+        x_last = x
+        shift = lead(y, t * 40.0)
+        if t == 0:
+            np.testing.assert_array_equal(shift, 0.0)
+    lag = anchor_points(x, rounded=False) - anchor_points(y, rounded=False)
+    assert np.abs(lag).max() > 0.05
+    np.testing.assert_allclose(shift, lag, atol=1e-6)
+    still = TasksSmoothingLead()
+    assert [np.abs(still(face, t)).max() for t in (0, 40, 80)] == [0.0, 0.0, 0.0]
+
+
 def test_legacy_anchor_convention_moves_only_the_anchor_points_by_the_offsets(ref: dict) -> None:
     """The correction shifts each anchor by its face-frame offset, the same way on a mirrored face."""
     xy = ref["mediapipe_landmarks_xy"].astype(np.float64)
@@ -214,11 +281,16 @@ def test_legacy_anchor_convention_moves_only_the_anchor_points_by_the_offsets(re
     mirrored[:, 0] = 1080 - mirrored[:, 0]
     shift = anchor_points(to_legacy_anchor_convention(mirrored), rounded=False) - anchor_points(mirrored, rounded=False)
     np.testing.assert_allclose(shift * [-1, 1], after - before, atol=1e-9)
+    # A lead (pixels) adds to each anchor's shift.
+    lead = np.array([[0.5, -0.25], [1.0, 0.0], [-0.75, 2.0]])
+    led = anchor_points(to_legacy_anchor_convention(xy, lead), rounded=False)
+    np.testing.assert_allclose(led - after, lead, atol=1e-9)
 
 
 def test_tasks_and_legacy_agree_on_tracked_demo_frames() -> None:
-    """Both backends on the same 40 tracked frames of demo3 (held out from the offsets' fit): all
-    faces found; the corrected Tasks anchors are closer to the legacy ones than the raw ones."""
+    """Both backends on the same 40 tracked frames of demo3 (held out from the correction's fit): all
+    faces found; the corrected Tasks anchors (offsets + smoothing lead, as the landmarker makes them)
+    are closer to the legacy ones than the raw ones and than the offsets alone."""
     if not has_legacy_face_mesh():
         pytest.skip("mediapipe without bundled FaceMesh (needed as the reference)")
     frames = decode("demo3_video.mp4", 40)
@@ -229,9 +301,14 @@ def test_tasks_and_legacy_agree_on_tracked_demo_frames() -> None:
         legacy.close()
         tasks.close()
     assert all(a is not None and b is not None for a, b in pairs)
+    lead = TasksSmoothingLead()
     ref = np.stack([anchor_points(a, rounded=False) for a, _ in pairs])
     raw = np.stack([anchor_points(b, rounded=False) for _, b in pairs])
-    fixed = np.stack([anchor_points(to_legacy_anchor_convention(b), rounded=False) for _, b in pairs])
+    offsets = np.stack([anchor_points(to_legacy_anchor_convention(b), rounded=False) for _, b in pairs])
+    fixed = np.stack([
+        anchor_points(to_legacy_anchor_convention(b, lead(b, round(i * 1000 / 30))), rounded=False)
+        for i, (_, b) in enumerate(pairs)
+    ])
     worst = lambda a: np.abs(a - ref).max(axis=(1, 2)).mean()  # noqa: E731
-    assert worst(fixed) < worst(raw) < 5.0, (worst(fixed), worst(raw))
-    assert worst(fixed) < 3.5
+    assert worst(fixed) < worst(offsets) < worst(raw) < 5.0, (worst(fixed), worst(offsets), worst(raw))
+    assert worst(fixed) < 3.0

@@ -18,15 +18,29 @@ The official code uses InsightFace's 106-point landmarks (integers). The mapping
 (nose) = mesh points 195, 5, 4, 1; all rounded to integers like InsightFace's.
 
 The Tasks model is another network than the legacy mesh (so is the legacy ``refine_landmarks``
-one): on the demo clips in tracking mode its anchors differ from the legacy ones by 3.0-4.7 px
-(mean worst coordinate per frame; bench/bench_tasks_alignment.py). Most of that is not a fixed
-mapping error: it varies smoothly over time (lag-1 autocorrelation ~0.8), largely as a shift of the
-whole mesh, with a different pattern per clip and even between a clip and its mirror image; the
-legacy mesh itself disagrees with its own mirrored run by 2.8-2.9 px. What is systematic is small:
-the Tasks brows sit ~1 % of the brow distance further apart (wider faces) and the nose and brows a
-little lower. :data:`TASKS_ANCHOR_OFFSETS` removes that part (fitted on demo1 + demo2, original and
-mirrored; demo3 held out: 3.03 -> 2.58 px); the Tasks backend applies it to the mesh points that
-feed each anchor, so both anchor paths (rounded and sub-pixel) see legacy-convention points.
+one): on the demo clips in tracking mode its anchors differ from the legacy ones by 2.8-4.7 px
+(mean worst coordinate per frame; bench/bench_tasks_alignment.py). Two parts of that are
+systematic and corrected here (:func:`to_legacy_anchor_convention`, applied by the Tasks backend):
+
+* a fixed offset per anchor in the face frame (:data:`TASKS_ANCHOR_OFFSETS`): the Tasks brows sit
+  ~1 % of the brow distance further apart and the nose and brows a little lower;
+* a lag: in VIDEO mode a single-face Tasks landmarker One-Euro-smooths its landmarks (mediapipe's
+  FaceLandmarkerGraph turns ``smooth_landmarks`` on for ``num_faces == 1`` in stream mode: min
+  cutoff 0.05 Hz, beta 80, derivative cutoff 1 Hz, speeds in face-box sizes per second), the
+  legacy mesh does not. Fed one frame repeatedly, the Tasks points creep to their value over ~5-10
+  frames, the legacy ones settle in 1-2; the legacy-minus-Tasks difference follows the Tasks
+  anchors' last step with a gain that falls with speed (0.8 frame below 1 px per frame, 0.06 above
+  8 px). :class:`TasksSmoothingLead` undoes one filter step per anchor with mediapipe's own beta
+  and derivative filter; only its minimum cutoff is fitted (4 Hz instead of 0.05: the exact
+  inverse would multiply a still face's jitter by up to 80). The landmarker applies it to the face
+  of its smoothed (single-face) stream.
+
+Fitted on demo1 + demo2, original and mirrored; demo3 held out: 3.03 -> 2.18 px (mirrored 3.31
+-> 2.43); the offsets alone gave 2.59 / 2.83. Leave-one-clip-out: 3.03 px on average over the six
+runs (offsets alone 3.37). Refitting beta (20-320) picks mediapipe's 80. The rest (2.4-3.6 px even
+for the best constant per clip fitted on that clip itself) drifts slowly and differs per clip and
+between a clip and its mirror image; the legacy mesh disagrees with its own mirrored run by
+2.1-2.9 px, so the legacy reference is itself no more repeatable than that.
 """
 
 from __future__ import annotations
@@ -48,10 +62,18 @@ BROW_RIGHT_PAIRS = ((300, 276), (293, 283), (334, 282), (296, 295), (336, 285))
 NOSE_ROWS = (74, 77, 83, 86)
 NOSE_POINTS = (195, 5, 4, 1)
 
-#: Mean legacy-minus-Tasks anchor offsets (brow-L, brow-R, nose) in the face frame of the Tasks
-#: anchors: x along brow-L -> brow-R, y perpendicular towards the nose (a mirrored face gets the
-#: mirrored frame), both in units of the brow distance. Fitted by bench/bench_tasks_alignment.py.
-TASKS_ANCHOR_OFFSETS = np.array([[0.0075, -0.0050], [-0.0057, -0.0071], [-0.0036, -0.0109]])
+#: Legacy-minus-Tasks anchor offsets (brow-L, brow-R, nose), float64 ``[3, 2]``, in the face frame
+#: of the Tasks anchors (:func:`face_frame`): x along brow-L -> brow-R, y perpendicular towards the
+#: nose (a mirrored face gets the mirrored frame), both in units of the brow distance. Fitted
+#: together with :class:`TasksSmoothingLead` by bench/bench_tasks_alignment.py (demo1 + demo2).
+TASKS_ANCHOR_OFFSETS = np.array([[0.0075, -0.0054], [-0.0057, -0.0075], [-0.0035, -0.0113]])
+
+#: mediapipe's VIDEO-mode face landmark smoothing (One-Euro): beta (Hz per face-box size per
+#: second of speed) and the cutoff (Hz) of its speed estimate.
+TASKS_SMOOTHING_BETA = 80.0
+TASKS_SMOOTHING_DERIVATIVE_CUTOFF = 1.0
+#: Minimum cutoff (Hz) of the lead that undoes that smoothing (fitted; mediapipe's is 0.05).
+TASKS_LEAD_MIN_CUTOFF = 4.0
 
 
 @runtime_checkable
@@ -145,7 +167,8 @@ class MediaPipeTasksLandmarker:
         video_mode: True (default) uses the VIDEO running mode (tracking; frame timestamps are
             derived from the frame index and ``fps``); False uses IMAGE mode (per-frame detection).
         legacy_anchors: True (default) moves the anchor-feeding mesh points to the legacy mesh's
-            convention (:func:`to_legacy_anchor_convention`); False returns the model's raw points.
+            convention (:func:`to_legacy_anchor_convention`: offsets, and the smoothing lead for the
+            face of mediapipe's smoothed single-face VIDEO-mode stream); False returns raw points.
         fps: nominal frame rate used only to make VIDEO-mode timestamps (ms).
         min_detection_confidence, min_tracking_confidence: mediapipe thresholds in [0, 1].
         num_faces: most faces returned per frame (mediapipe ``num_faces``). In VIDEO mode with
@@ -190,6 +213,8 @@ class MediaPipeTasksLandmarker:
         self._video_mode = bool(video_mode)
         self._ms_per_frame = 1000.0 / float(fps)
         self._last_ts = -1
+        self._lead = TasksSmoothingLead()
+        self._lead_index = -2  # frame index of the smoothed stream's last face
         self._single_options = None
         if video_mode and int(num_faces) > 1:
             self._single_options = vision.FaceLandmarkerOptions(
@@ -207,19 +232,35 @@ class MediaPipeTasksLandmarker:
 
     def detect_faces(self, frame: np.ndarray, frame_index: int) -> list[np.ndarray]:
         """Mesh points float64 ``[478, 2]`` in pixels of each face (legacy anchor convention unless
-        ``legacy_anchors=False``; see :class:`Landmarker`)."""
+        ``legacy_anchors=False``; see :class:`Landmarker`).
+
+        In VIDEO mode the first face comes from a single-face landmarker, which mediapipe smooths;
+        with the legacy convention it also gets the :class:`TasksSmoothingLead` of that stream
+        (restarted when the stream had no face in the frame before, ``frame_index - 1``)."""
         frame = _check_frame(frame)
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=frame)
+        smoothed = False
         if self._video_mode:
             ts = max(int(round(frame_index * self._ms_per_frame)), self._last_ts + 1)
             self._last_ts = ts
-            found = [] if self._single is None else self._single.detect_for_video(image, ts).face_landmarks or []
-            found += self._landmarker.detect_for_video(image, ts).face_landmarks or []
+            tracker = self._single if self._single is not None else self._landmarker
+            found = tracker.detect_for_video(image, ts).face_landmarks or []
+            smoothed = bool(found)
+            if self._single is not None:
+                found += self._landmarker.detect_for_video(image, ts).face_landmarks or []
         else:
             found = self._landmarker.detect(image).face_landmarks or []
         height, width = frame.shape[:2]
         faces = [_to_pixels(face, width, height) for face in found]
-        return [to_legacy_anchor_convention(xy) for xy in faces] if self._legacy_anchors else faces
+        if not self._legacy_anchors:
+            return faces
+        if not smoothed:
+            return [to_legacy_anchor_convention(xy) for xy in faces]
+        if frame_index != self._lead_index + 1:
+            self._lead.reset()
+        self._lead_index = frame_index
+        lead = self._lead(faces[0], self._last_ts)
+        return [to_legacy_anchor_convention(xy, lead if i == 0 else None) for i, xy in enumerate(faces)]
 
     def detect(self, frame: np.ndarray, frame_index: int) -> np.ndarray | None:
         """The first face of :meth:`detect_faces`, or None."""
@@ -228,6 +269,7 @@ class MediaPipeTasksLandmarker:
     def reset(self) -> None:
         self.close()
         self._last_ts = -1
+        self._lead_index = -2
         self._create()
 
     def close(self) -> None:
@@ -255,22 +297,83 @@ def face_frame(anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return origin, np.stack([ex, ey]), scale
 
 
-def to_legacy_anchor_convention(xy: np.ndarray) -> np.ndarray:
-    """Tasks mesh points with the anchor-feeding points moved by :data:`TASKS_ANCHOR_OFFSETS`.
+class TasksSmoothingLead:
+    """Undoes the lag of mediapipe's VIDEO-mode landmark smoothing on one face's three anchors.
 
-    Each anchor's offset (face units, in the frame of the Tasks anchors) is turned into pixels and
-    added to every mesh point that feeds that anchor (brow pairs, nose points), so the sub-pixel
-    anchors move by exactly the offset; all other points are unchanged.
+    mediapipe filters each coordinate ``x`` as ``y_t = y_(t-1) + alpha_t (x_t - y_(t-1))`` with
+    ``alpha = 1 / (1 + f / (2 pi cutoff))``, ``cutoff = min_cutoff + beta |dx|`` and ``dx`` the
+    coordinate's speed (face-box sizes per second) low-passed at ``d_cutoff``; so the unsmoothed
+    value is ``x_t = y_t + (1 - alpha_t) / alpha_t (y_t - y_(t-1))``. This takes the smoothed
+    anchors for ``x`` in the speed estimate and returns that lead, ``f / (2 pi cutoff)`` frames
+    times the anchor's last step. Feed the frames of one face track in order; :meth:`reset` after
+    a frame without the face.
+
+    Args:
+        min_cutoff: Hz (default :data:`TASKS_LEAD_MIN_CUTOFF`, fitted; caps the lead at
+            ``f / (2 pi min_cutoff)`` frames, ~1 at 25 fps).
+        beta, d_cutoff: mediapipe's settings (:data:`TASKS_SMOOTHING_BETA`,
+            :data:`TASKS_SMOOTHING_DERIVATIVE_CUTOFF`).
+    """
+
+    def __init__(
+        self,
+        min_cutoff: float = TASKS_LEAD_MIN_CUTOFF,
+        beta: float = TASKS_SMOOTHING_BETA,
+        d_cutoff: float = TASKS_SMOOTHING_DERIVATIVE_CUTOFF,
+    ) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the face (the next frame gets no lead)."""
+        self._last: tuple[float, np.ndarray] | None = None  # (timestamp ms, anchors [3, 2] px)
+        self._speed = np.zeros((3, 2))  # low-passed speed, face-box sizes per second
+
+    def __call__(self, xy: np.ndarray, timestamp_ms: float) -> np.ndarray:
+        """Lead of this frame's anchors, float64 ``[3, 2]`` pixels (zeros for a track's first frame).
+
+        Args:
+            xy: ``[K >= 468, 2]`` smoothed Tasks mesh points in frame pixels.
+            timestamp_ms: the frame's VIDEO-mode timestamp, increasing.
+        """
+        xy = _check_mesh(xy)
+        anchors = anchor_points(xy, rounded=False)
+        last, self._last = self._last, (float(timestamp_ms), anchors)
+        if last is None or timestamp_ms <= last[0]:
+            self._speed = np.zeros((3, 2))
+            return np.zeros((3, 2))
+        rate = 1000.0 / (timestamp_ms - last[0])  # Hz
+        step = anchors - last[1]
+        box = float(np.ptp(xy[:, 0]) + np.ptp(xy[:, 1])) / 2  # mediapipe's object scale, px
+        self._speed += (step * rate / box - self._speed) / (1.0 + rate / (2 * np.pi * self.d_cutoff))
+        cutoff = self.min_cutoff + self.beta * np.abs(self._speed)
+        return rate / (2 * np.pi * cutoff) * step
+
+
+def to_legacy_anchor_convention(
+    xy: np.ndarray, lead: np.ndarray | None = None, *, offsets: np.ndarray = TASKS_ANCHOR_OFFSETS
+) -> np.ndarray:
+    """Tasks mesh points with the anchor-feeding points moved to the legacy mesh's convention.
+
+    Each anchor's shift - its offset (face units, in the frame of the Tasks anchors) turned into
+    pixels, plus its ``lead`` - is added to every mesh point that feeds that anchor (brow pairs,
+    nose points), so the sub-pixel anchors move by exactly that shift; all other points are
+    unchanged.
 
     Args:
         xy: float64 ``[K >= 468, 2]`` Tasks mesh points in frame pixels.
+        lead: float64 ``[3, 2]`` pixels from :class:`TasksSmoothingLead` for a face of mediapipe's
+            smoothed stream, or None.
+        offsets: float64 ``[3, 2]`` face-unit offsets (default :data:`TASKS_ANCHOR_OFFSETS`).
 
     Returns:
         float64 ``[K, 2]``, a new array.
     """
     xy = _check_mesh(xy).copy()
     _, axes, scale = face_frame(anchor_points(xy, rounded=False))
-    shifts = TASKS_ANCHOR_OFFSETS @ axes * scale  # [3, 2] pixels
+    shifts = np.asarray(offsets, dtype=np.float64) @ axes * scale  # [3, 2] pixels
+    if lead is not None:
+        shifts += lead
     groups = (
         sorted({p for pair in BROW_LEFT_PAIRS for p in pair}),
         sorted({p for pair in BROW_RIGHT_PAIRS for p in pair}),
