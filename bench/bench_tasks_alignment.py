@@ -1,14 +1,17 @@
 """mediapipe Tasks vs legacy face mesh: alignment anchors on the demo clips, before/after the
-Tasks anchor correction (``TASKS_ANCHOR_OFFSETS``), and its fit. Prints JSON.
+Tasks anchor correction (``TASKS_ANCHOR_OFFSETS`` + ``TASKS_SMOOTHING_LEAD``), and its fit. Prints JSON.
 
 Needs mediapipe 0.10.21 (the last release with both the legacy ``solutions.face_mesh`` and the Tasks
 API), the demo clips and the real ``face_landmarker.task``. Each clip runs in tracking mode with both
-backends (raw Tasks points, ``legacy_anchors=False``), as is and mirrored left-right. Per clip:
-frames with a face for each backend, frames the legacy mesh finds and Tasks misses, and the worst
-coordinate of the three anchors' difference per frame (sub-pixel anchors; mean / p95 / max px)
-before and after the committed correction. ``--fit`` clips give the refit offsets (face units);
-the other clips are the held-out test. ``legacy_vs_own_mirror`` is the legacy mesh against its own
-mirrored run (mirrored back, brows swapped): how consistent the reference itself is.
+backends (raw Tasks points, ``legacy_anchors=False``, single face: mediapipe's smoothed stream), as is
+and mirrored left-right. Per clip: frames with a face for each backend, frames the legacy mesh finds
+and Tasks misses, and the worst coordinate of the three anchors' difference per frame (sub-pixel
+anchors; mean / p95 / max px) before and after the committed correction, raw and after the aligner's
+One-Euro smoothing of both (``*_both_smoothed``). ``--fit`` clips give the refit correction (offsets in
+face units, lead in frames); the other clips are the held-out test. ``leave_one_out`` refits on two
+clips and tests the third, for offsets alone and offsets + lead. Reference points for what is
+reachable: ``best_constant_in_sample`` (the offsets fitted on that very run, no lead) and
+``legacy_vs_own_mirror`` (the legacy mesh against its own mirrored run, mirrored back, brows swapped).
 
     python bench/bench_tasks_alignment.py [--fit demo1,demo2] [--cache /tmp/meshes]
 """
@@ -30,8 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latentsync.face.alignment import OneEuroSmoother  # noqa: E402
 from latentsync.face.landmarks import (  # noqa: E402
     TASKS_ANCHOR_OFFSETS,
+    TASKS_LEAD_MIN_CUTOFF,
+    TASKS_SMOOTHING_BETA,
     MediaPipeFaceMesh,
     MediaPipeTasksLandmarker,
+    TasksSmoothingLead,
     anchor_points,
     face_frame,
     to_legacy_anchor_convention,
@@ -91,54 +97,128 @@ def stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "max_px": round(float(worst.max()), 2), "frames": int(worst.size)}
 
 
-def face_offsets(leg: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-    """Per frame (both found): legacy - Tasks anchors in the Tasks face frame, ``[M, 3, 2]``."""
-    out = []
-    for lm, tm in zip(leg, tasks):
-        if np.isnan(lm[0, 0]) or np.isnan(tm[0, 0]):
-            continue
-        t = anchor_points(tm, rounded=False)
-        _, axes, scale = face_frame(t)
-        out.append((anchor_points(lm, rounded=False) - t) @ axes.T / scale)
-    return np.stack(out)
+LEAD_MIN_CUTOFFS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)  # Hz, the grid the lead's min cutoff is fitted on
+BETAS = (20.0, 40.0, 80.0, 160.0, 320.0)  # refit on this grid too, to check it lands on mediapipe's
+
+
+def leads(raw: np.ndarray, fps: float, lead: TasksSmoothingLead | None) -> np.ndarray:
+    """``[N, 3, 2]`` pixel leads of a run's smoothed Tasks meshes (the landmarker's timestamps and
+    restarts), zeros without ``lead`` or without a face."""
+    out = np.zeros((len(raw), 3, 2))
+    if lead is None:
+        return out
+    lead.reset()
+    last_ts = -1
+    for i, m in enumerate(raw):
+        last_ts = max(int(round(i * 1000.0 / fps)), last_ts + 1)
+        if np.isnan(m[0, 0]):
+            lead.reset()
+        else:
+            out[i] = lead(m, last_ts)
+    return out
+
+
+def corrected(raw: np.ndarray, fps: float, offsets: np.ndarray, lead: TasksSmoothingLead | None) -> np.ndarray:
+    """Tasks meshes ``[N, K, 2]`` in the legacy convention, as the landmarker makes them."""
+    out = np.full_like(raw, np.nan)
+    for i, (m, shift) in enumerate(zip(raw, leads(raw, fps, lead))):
+        if not np.isnan(m[0, 0]):
+            out[i] = to_legacy_anchor_convention(m, shift, offsets=offsets)
+    return out
+
+
+def fit_offsets(runs: list[dict], lead: TasksSmoothingLead | None) -> tuple[np.ndarray, float]:
+    """Mean legacy - (Tasks + lead) anchors in the Tasks face frame over frames where both found the
+    face: ``(offsets [3, 2] face units, mean squared pixel residual)``. ``runs``: dicts with the
+    meshes (``tv``), their anchors (``a_leg``, ``a_tv``) and ``fps``; leads are cached in them."""
+    face, scales = [], []
+    for run in runs:
+        key = None if lead is None else (lead.min_cutoff, lead.beta)
+        if key not in run:
+            run[key] = leads(run["tv"], run["fps"], lead)
+        leg, raw = run["a_leg"], run["a_tv"]
+        for i in np.nonzero(~np.isnan(leg[:, 0, 0]) & ~np.isnan(raw[:, 0, 0]))[0]:
+            _, axes, scale = face_frame(raw[i])
+            face.append((leg[i] - raw[i] - run[key][i]) @ axes.T / scale)
+            scales.append(scale)
+    offsets = np.mean(face, axis=0)
+    residual = np.mean([np.sum(((f - offsets) * s) ** 2) for f, s in zip(face, scales)])
+    return offsets, float(residual)
+
+
+def fit(runs: list[dict], with_lead: bool = True) -> tuple[np.ndarray, TasksSmoothingLead | None]:
+    """Offsets, and the lead's min cutoff and beta on their grids, by least squares over the runs."""
+    if not with_lead:
+        return fit_offsets(runs, None)[0], None
+    best = None
+    for beta in BETAS:
+        for min_cutoff in LEAD_MIN_CUTOFFS:
+            lead = TasksSmoothingLead(min_cutoff=min_cutoff, beta=beta)
+            offsets, residual = fit_offsets(runs, lead)
+            if best is None or residual < best[0]:
+                best = (residual, offsets, lead)
+    return best[1], best[2]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--fit", default="demo1,demo2", help="clips the offsets are (re)fitted on")
+    parser.add_argument("--fit", default="demo1,demo2", help="clips the correction is (re)fitted on")
     parser.add_argument("--cache", type=Path, default=None, help="folder for the raw meshes (npz)")
     args = parser.parse_args()
     task = SHARED / "models" / "mediapipe" / "face_landmarker.task"
     fit_clips = [c for c in args.fit.split(",") if c]
     t0 = time.time()
     report: dict = {"fit_clips": fit_clips, "test_clips": [c for c in CLIPS if c not in fit_clips], "clips": {}}
-    fit_rows = []
+    runs = {}
     for clip in CLIPS:
-        runs = {mirror: meshes(clip, mirror, task, args.cache) for mirror in (False, True)}
-        for mirror, d in runs.items():
-            leg, raw = d["leg"], d["tv"]
-            fixed = np.stack([m if np.isnan(m[0, 0]) else to_legacy_anchor_convention(m) for m in raw])
-            found_leg, found_tasks = ~np.isnan(leg[:, 0, 0]), ~np.isnan(raw[:, 0, 0])
-            a_leg, a_fixed, fps = anchors(leg), anchors(fixed), _video_info(clip)[1]
-            report["clips"][f"{clip}{'_mirrored' if mirror else ''}"] = {
-                "frames": int(len(leg)),
-                "found_legacy": int(found_leg.sum()),
-                "found_tasks": int(found_tasks.sum()),
-                "legacy_found_tasks_missed": np.nonzero(found_leg & ~found_tasks)[0].tolist(),
-                "before": stats(anchors(raw), a_leg),
-                "after": stats(a_fixed, a_leg),
-                "after_both_smoothed": stats(smoothed(a_fixed, fps), smoothed(a_leg, fps)),
-            }
-            if clip in fit_clips:
-                fit_rows.append(face_offsets(leg, raw))
-        own = anchors(runs[True]["leg"])[:, [1, 0, 2]]
+        fps = _video_info(clip)[1]
+        for mirror in (False, True):
+            d = meshes(clip, mirror, task, args.cache)
+            runs[clip, mirror] = {**d, "fps": fps, "a_leg": anchors(d["leg"]), "a_tv": anchors(d["tv"])}
+    for (clip, mirror), run in runs.items():
+        leg, raw, fps, a_leg, a_raw = run["leg"], run["tv"], run["fps"], run["a_leg"], run["a_tv"]
+        found_leg, found_tasks = ~np.isnan(leg[:, 0, 0]), ~np.isnan(raw[:, 0, 0])
+        a_fixed = anchors(corrected(raw, fps, TASKS_ANCHOR_OFFSETS, TasksSmoothingLead()))
+        best = anchors(corrected(raw, fps, fit_offsets([run], None)[0], None))
+        report["clips"][f"{clip}{'_mirrored' if mirror else ''}"] = {
+            "frames": int(len(leg)),
+            "found_legacy": int(found_leg.sum()),
+            "found_tasks": int(found_tasks.sum()),
+            "legacy_found_tasks_missed": np.nonzero(found_leg & ~found_tasks)[0].tolist(),
+            "before": stats(a_raw, a_leg),
+            "after": stats(a_fixed, a_leg),
+            "before_both_smoothed": stats(smoothed(a_raw, fps), smoothed(a_leg, fps)),
+            "after_both_smoothed": stats(smoothed(a_fixed, fps), smoothed(a_leg, fps)),
+            "best_constant_in_sample": stats(best, a_leg),
+        }
+    for clip in CLIPS:
+        own = runs[clip, True]["a_leg"][:, [1, 0, 2]]
         own[..., 0] = _video_info(clip)[0] - own[..., 0]
-        report["clips"][clip]["legacy_vs_own_mirror"] = stats(own, anchors(runs[False]["leg"]))
-    if fit_rows:
-        report["refit_offsets"] = np.concatenate(fit_rows).mean(axis=0).round(4).tolist()
-    report["committed_offsets"] = TASKS_ANCHOR_OFFSETS.round(4).tolist()
+        report["clips"][clip]["legacy_vs_own_mirror"] = stats(own, runs[clip, False]["a_leg"])
+    if fit_clips:
+        offsets, lead = fit([run for (clip, _), run in runs.items() if clip in fit_clips])
+        report["refit"] = _correction(offsets, lead.min_cutoff, lead.beta)
+    report["committed"] = _correction(TASKS_ANCHOR_OFFSETS, TASKS_LEAD_MIN_CUTOFF, TASKS_SMOOTHING_BETA)
+    report["leave_one_out"] = {}
+    for test in CLIPS:
+        train = [run for (clip, _), run in runs.items() if clip != test]
+        entry: dict = {}
+        for name, with_lead in (("offsets_only", False), ("offsets_and_lead", True)):
+            offsets, lead = fit(train, with_lead)
+            entry[name] = {} if lead is None else {"lead_min_cutoff_hz": lead.min_cutoff, "beta": lead.beta}
+            for mirror in (False, True):
+                run = runs[test, mirror]
+                a_leg, fps = run["a_leg"], run["fps"]
+                a_fixed = anchors(corrected(run["tv"], fps, offsets, lead))
+                entry[name]["mirrored" if mirror else "original"] = {
+                    "raw": stats(a_fixed, a_leg), "both_smoothed": stats(smoothed(a_fixed, fps), smoothed(a_leg, fps))}
+        report["leave_one_out"][test] = entry
     report["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(report, indent=1))
+
+
+def _correction(offsets: np.ndarray, min_cutoff: float, beta: float) -> dict:
+    return {"offsets": offsets.round(4).tolist(), "lead_min_cutoff_hz": min_cutoff, "beta": beta}
 
 
 def _video_info(clip: str) -> tuple[int, float]:
