@@ -1,5 +1,5 @@
 """mediapipe Tasks vs legacy face mesh: alignment anchors on the demo clips, before/after the
-Tasks anchor correction (``TASKS_ANCHOR_OFFSETS`` + ``TASKS_SMOOTHING_LEAD``), and its fit. Prints JSON.
+Tasks anchor correction (``TASKS_ANCHOR_MODEL`` + ``TasksSmoothingLead``), and its fit. Prints JSON.
 
 Needs mediapipe 0.10.21 (the last release with both the legacy ``solutions.face_mesh`` and the Tasks
 API), the demo clips and the real ``face_landmarker.task``. Each clip runs in tracking mode with both
@@ -7,11 +7,12 @@ backends (raw Tasks points, ``legacy_anchors=False``, single face: mediapipe's s
 and mirrored left-right. Per clip: frames with a face for each backend, frames the legacy mesh finds
 and Tasks misses, and the worst coordinate of the three anchors' difference per frame (sub-pixel
 anchors; mean / p95 / max px) before and after the committed correction, raw and after the aligner's
-One-Euro smoothing of both (``*_both_smoothed``). ``--fit`` clips give the refit correction (offsets in
-face units, lead in frames); the other clips are the held-out test. ``leave_one_out`` refits on two
-clips and tests the third, for offsets alone and offsets + lead. Reference points for what is
-reachable: ``best_constant_in_sample`` (the offsets fitted on that very run, no lead) and
-``legacy_vs_own_mirror`` (the legacy mesh against its own mirrored run, mirrored back, brows swapped).
+One-Euro smoothing of both (``*_both_smoothed``). ``--fit`` clips give the refit correction (offsets
+and pose model in face units, the lead's min cutoff and beta on a grid); the other clips are the
+held-out test. ``leave_one_out`` refits on two clips and tests the third, for offsets alone, offsets +
+lead, and offsets + lead + pose. Reference points for what is reachable: ``best_constant_in_sample``
+(constant offsets fitted on that very run, no lead) and ``legacy_vs_own_mirror`` (the legacy mesh
+against its own mirrored run, mirrored back, brows swapped).
 
     python bench/bench_tasks_alignment.py [--fit demo1,demo2] [--cache /tmp/meshes]
 """
@@ -32,14 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latentsync.face.alignment import OneEuroSmoother  # noqa: E402
 from latentsync.face.landmarks import (  # noqa: E402
-    TASKS_ANCHOR_OFFSETS,
+    TASKS_ANCHOR_MODEL,
     TASKS_LEAD_MIN_CUTOFF,
     TASKS_SMOOTHING_BETA,
     MediaPipeFaceMesh,
     MediaPipeTasksLandmarker,
+    TasksAnchorModel,
     TasksSmoothingLead,
     anchor_points,
     face_frame,
+    pose_features,
     to_legacy_anchor_convention,
 )
 
@@ -118,20 +121,24 @@ def leads(raw: np.ndarray, fps: float, lead: TasksSmoothingLead | None) -> np.nd
     return out
 
 
-def corrected(raw: np.ndarray, fps: float, offsets: np.ndarray, lead: TasksSmoothingLead | None) -> np.ndarray:
+def corrected(raw: np.ndarray, fps: float, model: TasksAnchorModel, lead: TasksSmoothingLead | None) -> np.ndarray:
     """Tasks meshes ``[N, K, 2]`` in the legacy convention, as the landmarker makes them."""
     out = np.full_like(raw, np.nan)
     for i, (m, shift) in enumerate(zip(raw, leads(raw, fps, lead))):
         if not np.isnan(m[0, 0]):
-            out[i] = to_legacy_anchor_convention(m, shift, offsets=offsets)
+            out[i] = to_legacy_anchor_convention(m, shift, model=model)
     return out
 
 
-def fit_offsets(runs: list[dict], lead: TasksSmoothingLead | None) -> tuple[np.ndarray, float]:
-    """Mean legacy - (Tasks + lead) anchors in the Tasks face frame over frames where both found the
-    face: ``(offsets [3, 2] face units, mean squared pixel residual)``. ``runs``: dicts with the
-    meshes (``tv``), their anchors (``a_leg``, ``a_tv``) and ``fps``; leads are cached in them."""
-    face, scales = [], []
+RIDGE = 0.01  # ridge penalty of the pose gains, per frame, on standardised features
+
+
+def fit_model(runs: list[dict], lead: TasksSmoothingLead | None, pose: bool = True) -> tuple[TasksAnchorModel, float]:
+    """Least-squares offsets (and ridge pose gains on clipped, standardised pose features) of legacy -
+    (Tasks + lead) anchors in the Tasks face frame over frames where both found the face. ``runs``:
+    dicts with the meshes (``tv``), their anchors (``a_leg``, ``a_tv``), pose features (``pose``)
+    and ``fps``; leads are cached in them. Returns ``(model, mean squared pixel residual)``."""
+    face, scales, features = [], [], []
     for run in runs:
         key = None if lead is None else (lead.min_cutoff, lead.beta)
         if key not in run:
@@ -139,25 +146,45 @@ def fit_offsets(runs: list[dict], lead: TasksSmoothingLead | None) -> tuple[np.n
         leg, raw = run["a_leg"], run["a_tv"]
         for i in np.nonzero(~np.isnan(leg[:, 0, 0]) & ~np.isnan(raw[:, 0, 0]))[0]:
             _, axes, scale = face_frame(raw[i])
-            face.append((leg[i] - raw[i] - run[key][i]) @ axes.T / scale)
+            face.append(((leg[i] - raw[i] - run[key][i]) @ axes.T / scale).ravel())
             scales.append(scale)
-    offsets = np.mean(face, axis=0)
-    residual = np.mean([np.sum(((f - offsets) * s) ** 2) for f, s in zip(face, scales)])
-    return offsets, float(residual)
+            features.append(run["pose"][i])
+    face, features = np.array(face), np.array(features)
+    mean, spread = features.mean(axis=0), features.std(axis=0)
+    model = TasksAnchorModel(np.zeros((3, 2)), mean, spread, np.zeros((6, features.shape[1])))
+    z = np.clip((features - mean) / spread, -model.clip, model.clip)
+    gains = np.zeros_like(model.pose_gains)
+    if pose:
+        centred = z - z.mean(axis=0)
+        gains = np.linalg.solve(centred.T @ centred + RIDGE * len(z) * np.eye(z.shape[1]), centred.T @ face).T / spread
+    pose_part = z * spread @ gains.T
+    offsets = (face - pose_part).mean(axis=0)
+    residual = face - pose_part - offsets
+    model = TasksAnchorModel(offsets.reshape(3, 2), mean, spread, gains)
+    return model, float(np.mean(np.sum(residual**2, axis=1) * np.array(scales) ** 2))
 
 
-def fit(runs: list[dict], with_lead: bool = True) -> tuple[np.ndarray, TasksSmoothingLead | None]:
-    """Offsets, and the lead's min cutoff and beta on their grids, by least squares over the runs."""
+def fit(
+    runs: list[dict], with_lead: bool = True, pose: bool = True
+) -> tuple[TasksAnchorModel, TasksSmoothingLead | None]:
+    """The correction (:func:`fit_model`), with the lead's min cutoff and beta on their grids."""
     if not with_lead:
-        return fit_offsets(runs, None)[0], None
+        return fit_model(runs, None, pose)[0], None
     best = None
     for beta in BETAS:
         for min_cutoff in LEAD_MIN_CUTOFFS:
             lead = TasksSmoothingLead(min_cutoff=min_cutoff, beta=beta)
-            offsets, residual = fit_offsets(runs, lead)
+            model, residual = fit_model(runs, lead, pose)
             if best is None or residual < best[0]:
-                best = (residual, offsets, lead)
+                best = (residual, model, lead)
     return best[1], best[2]
+
+
+VARIANTS = {  # name: (with lead, with pose gains)
+    "offsets_only": (False, False),
+    "offsets_and_lead": (True, False),
+    "offsets_lead_and_pose": (True, True),
+}
 
 
 def main() -> None:
@@ -174,12 +201,14 @@ def main() -> None:
         fps = _video_info(clip)[1]
         for mirror in (False, True):
             d = meshes(clip, mirror, task, args.cache)
-            runs[clip, mirror] = {**d, "fps": fps, "a_leg": anchors(d["leg"]), "a_tv": anchors(d["tv"])}
+            pose = np.stack([np.full(8, np.nan) if np.isnan(m[0, 0]) else pose_features(m) for m in d["tv"]])
+            runs[clip, mirror] = {**d, "fps": fps, "a_leg": anchors(d["leg"]), "a_tv": anchors(d["tv"]), "pose": pose}
+    committed = TASKS_ANCHOR_MODEL
     for (clip, mirror), run in runs.items():
         leg, raw, fps, a_leg, a_raw = run["leg"], run["tv"], run["fps"], run["a_leg"], run["a_tv"]
         found_leg, found_tasks = ~np.isnan(leg[:, 0, 0]), ~np.isnan(raw[:, 0, 0])
-        a_fixed = anchors(corrected(raw, fps, TASKS_ANCHOR_OFFSETS, TasksSmoothingLead()))
-        best = anchors(corrected(raw, fps, fit_offsets([run], None)[0], None))
+        a_fixed = anchors(corrected(raw, fps, committed, TasksSmoothingLead()))
+        best = anchors(corrected(raw, fps, fit_model([run], None, pose=False)[0], None))
         report["clips"][f"{clip}{'_mirrored' if mirror else ''}"] = {
             "frames": int(len(leg)),
             "found_legacy": int(found_leg.sum()),
@@ -196,20 +225,20 @@ def main() -> None:
         own[..., 0] = _video_info(clip)[0] - own[..., 0]
         report["clips"][clip]["legacy_vs_own_mirror"] = stats(own, runs[clip, False]["a_leg"])
     if fit_clips:
-        offsets, lead = fit([run for (clip, _), run in runs.items() if clip in fit_clips])
-        report["refit"] = _correction(offsets, lead.min_cutoff, lead.beta)
-    report["committed"] = _correction(TASKS_ANCHOR_OFFSETS, TASKS_LEAD_MIN_CUTOFF, TASKS_SMOOTHING_BETA)
+        model, lead = fit([run for (clip, _), run in runs.items() if clip in fit_clips])
+        report["refit"] = _correction(model, lead.min_cutoff, lead.beta)
+    report["committed"] = _correction(committed, TASKS_LEAD_MIN_CUTOFF, TASKS_SMOOTHING_BETA)
     report["leave_one_out"] = {}
     for test in CLIPS:
         train = [run for (clip, _), run in runs.items() if clip != test]
         entry: dict = {}
-        for name, with_lead in (("offsets_only", False), ("offsets_and_lead", True)):
-            offsets, lead = fit(train, with_lead)
+        for name, (with_lead, pose) in VARIANTS.items():
+            model, lead = fit(train, with_lead, pose)
             entry[name] = {} if lead is None else {"lead_min_cutoff_hz": lead.min_cutoff, "beta": lead.beta}
             for mirror in (False, True):
                 run = runs[test, mirror]
                 a_leg, fps = run["a_leg"], run["fps"]
-                a_fixed = anchors(corrected(run["tv"], fps, offsets, lead))
+                a_fixed = anchors(corrected(run["tv"], fps, model, lead))
                 entry[name]["mirrored" if mirror else "original"] = {
                     "raw": stats(a_fixed, a_leg), "both_smoothed": stats(smoothed(a_fixed, fps), smoothed(a_leg, fps))}
         report["leave_one_out"][test] = entry
@@ -217,8 +246,11 @@ def main() -> None:
     print(json.dumps(report, indent=1))
 
 
-def _correction(offsets: np.ndarray, min_cutoff: float, beta: float) -> dict:
-    return {"offsets": offsets.round(4).tolist(), "lead_min_cutoff_hz": min_cutoff, "beta": beta}
+def _correction(model: TasksAnchorModel, min_cutoff: float, beta: float) -> dict:
+    """JSON of a correction: offsets, pose mean and spread (4 decimals), pose gains (3), lead settings."""
+    return {"offsets": model.offsets.round(4).tolist(), "pose_mean": model.pose_mean.round(4).tolist(),
+            "pose_spread": model.pose_spread.round(4).tolist(), "pose_gains": model.pose_gains.round(3).tolist(),
+            "lead_min_cutoff_hz": min_cutoff, "beta": beta}
 
 
 def _video_info(clip: str) -> tuple[int, float]:

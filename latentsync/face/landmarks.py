@@ -19,32 +19,37 @@ The official code uses InsightFace's 106-point landmarks (integers). The mapping
 
 The Tasks model is another network than the legacy mesh (so is the legacy ``refine_landmarks``
 one): on the demo clips in tracking mode its anchors differ from the legacy ones by 2.8-4.7 px
-(mean worst coordinate per frame; bench/bench_tasks_alignment.py). Two parts of that are
+(mean worst coordinate per frame; bench/bench_tasks_alignment.py). Three parts of that are
 systematic and corrected here (:func:`to_legacy_anchor_convention`, applied by the Tasks backend):
 
-* a fixed offset per anchor in the face frame (:data:`TASKS_ANCHOR_OFFSETS`): the Tasks brows sit
+* a fixed offset per anchor in the face frame (:data:`TASKS_ANCHOR_MODEL`): the Tasks brows sit
   ~1 % of the brow distance further apart and the nose and brows a little lower;
+* a part that depends on the head pose: linear in the face-frame positions of the nose tip, the
+  chin and the face outline at both cheeks (:class:`TasksAnchorModel`, 48 ridge coefficients);
 * a lag: in VIDEO mode a single-face Tasks landmarker One-Euro-smooths its landmarks (mediapipe's
   FaceLandmarkerGraph turns ``smooth_landmarks`` on for ``num_faces == 1`` in stream mode: min
   cutoff 0.05 Hz, beta 80, derivative cutoff 1 Hz, speeds in face-box sizes per second), the
   legacy mesh does not. Fed one frame repeatedly, the Tasks points creep to their value over ~5-10
-  frames, the legacy ones settle in 1-2; the legacy-minus-Tasks difference follows the Tasks
-  anchors' last step with a gain that falls with speed (0.8 frame below 1 px per frame, 0.06 above
-  8 px). :class:`TasksSmoothingLead` undoes one filter step per anchor with mediapipe's own beta
-  and derivative filter; only its minimum cutoff is fitted (4 Hz instead of 0.05: the exact
-  inverse would multiply a still face's jitter by up to 80). The landmarker applies it to the face
-  of its smoothed (single-face) stream.
+  frames (mediapipe 0.10.21 and 1.2.3 alike), the legacy ones settle in 1-2; the
+  legacy-minus-Tasks difference follows the Tasks anchors' last step with a gain that falls with
+  speed (0.8 frame below 1 px per frame, 0.06 above 8 px). :class:`TasksSmoothingLead` undoes one
+  filter step per anchor with mediapipe's own beta and derivative filter; only its minimum cutoff
+  is fitted (4 Hz instead of 0.05: the exact inverse would multiply a still face's jitter by up to
+  80). The landmarker applies it to the face of its smoothed (single-face) stream.
 
-Fitted on demo1 + demo2, original and mirrored; demo3 held out: 3.03 -> 2.18 px (mirrored 3.31
--> 2.43); the offsets alone gave 2.59 / 2.83. Leave-one-clip-out: 3.03 px on average over the six
-runs (offsets alone 3.37). Refitting beta (20-320) picks mediapipe's 80. The rest (2.4-3.6 px even
-for the best constant per clip fitted on that clip itself) drifts slowly and differs per clip and
-between a clip and its mirror image; the legacy mesh disagrees with its own mirrored run by
-2.1-2.9 px, so the legacy reference is itself no more repeatable than that.
+Fitted on demo1 + demo2, original and mirrored; demo3 held out: 3.03 -> 1.92 px (mirrored 3.31
+-> 2.14; 1.79 / 2.03 after the aligner's One-Euro smoothing of both); offsets alone gave 2.59 /
+2.83, offsets and lead 2.18 / 2.43. Leave-one-clip-out, mean over the six runs: 2.85 px (offsets
+alone 3.37, with the lead 3.03). Refitting beta (20-320) picks mediapipe's 80. The rest drifts
+slowly and differs per clip and between a clip and its mirror image: the legacy mesh disagrees
+with its own mirrored run by 2.1-2.9 px, and even the mirror-averaged corrected Tasks anchors are
+2.0-2.9 px from the mirror-averaged legacy ones, so what is left is the two networks' different
+reading of each face, not a mapping error.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, runtime_checkable
 
@@ -62,11 +67,59 @@ BROW_RIGHT_PAIRS = ((300, 276), (293, 283), (334, 282), (296, 295), (336, 285))
 NOSE_ROWS = (74, 77, 83, 86)
 NOSE_POINTS = (195, 5, 4, 1)
 
-#: Legacy-minus-Tasks anchor offsets (brow-L, brow-R, nose), float64 ``[3, 2]``, in the face frame
-#: of the Tasks anchors (:func:`face_frame`): x along brow-L -> brow-R, y perpendicular towards the
-#: nose (a mirrored face gets the mirrored frame), both in units of the brow distance. Fitted
-#: together with :class:`TasksSmoothingLead` by bench/bench_tasks_alignment.py (demo1 + demo2).
-TASKS_ANCHOR_OFFSETS = np.array([[0.0075, -0.0054], [-0.0057, -0.0075], [-0.0035, -0.0113]])
+#: Tasks mesh points whose face-frame positions stand for the head pose: nose tip, chin, face
+#: outline at the image-left and image-right cheek. Their (x, y) in face units, in this order, are
+#: the 8 pose features of :func:`pose_features`.
+TASKS_POSE_POINTS = (1, 152, 234, 454)
+
+
+@dataclass(frozen=True)
+class TasksAnchorModel:
+    """Legacy-minus-Tasks anchor offsets (brow-L, brow-R, nose) for a face's head pose.
+
+    Offsets are in the face frame of the Tasks anchors (:func:`face_frame`): x along brow-L ->
+    brow-R, y perpendicular towards the nose (a mirrored face gets the mirrored frame), both in
+    units of the brow distance: ``offsets + pose_gains @ clip(pose_features - pose_mean, +-clip x
+    pose_spread)`` (the clip keeps poses beyond the fit data from being extrapolated).
+
+    Attributes:
+        offsets: float64 ``[3, 2]`` offsets at the mean pose.
+        pose_mean, pose_spread: float64 ``[8]`` mean and standard deviation of the pose features
+            over the fit frames (face units).
+        pose_gains: float64 ``[6, 8]`` change of the offsets (rows brow-L x, y, brow-R x, y, nose x,
+            y) per face unit of each pose feature (ridge regression).
+        clip: most standard deviations a pose feature may be from its mean.
+    """
+
+    offsets: np.ndarray
+    pose_mean: np.ndarray
+    pose_spread: np.ndarray
+    pose_gains: np.ndarray
+    clip: float = 2.0
+
+    def face_offsets(self, xy: np.ndarray) -> np.ndarray:
+        """Offsets for the face of ``xy`` (``[K >= 468, 2]`` Tasks points, pixels), ``[3, 2]`` face units."""
+        limit = self.clip * self.pose_spread
+        deviation = np.clip(pose_features(xy) - self.pose_mean, -limit, limit)
+        return self.offsets + (self.pose_gains @ deviation).reshape(3, 2)
+
+
+#: The fitted model (bench/bench_tasks_alignment.py, with :class:`TasksSmoothingLead`; demo1 + demo2).
+TASKS_ANCHOR_MODEL = TasksAnchorModel(
+    offsets=np.array([[0.0075, -0.0055], [-0.0056, -0.0076], [-0.0034, -0.0113]]),
+    pose_mean=np.array([0.0010, 0.4799, -0.0001, 1.6239, -0.9425, 0.4235, 0.9406, 0.4254]),
+    pose_spread=np.array([0.0575, 0.0379, 0.0641, 0.0696, 0.1309, 0.0976, 0.1299, 0.0958]),
+    pose_gains=np.array(
+        [
+            [0.117, -0.186, -0.042, 0.020, 0.090, -0.039, -0.042, -0.043],
+            [-0.014, 0.118, 0.063, 0.030, 0.089, 0.083, -0.041, -0.009],
+            [0.176, 0.175, -0.060, 0.005, 0.007, 0.046, 0.084, 0.045],
+            [-0.073, 0.055, -0.038, 0.085, 0.054, -0.049, -0.103, 0.078],
+            [-0.124, -0.004, 0.135, -0.040, -0.093, 0.005, 0.027, -0.002],
+            [-0.026, 0.010, 0.062, 0.095, 0.038, 0.005, -0.074, 0.018],
+        ]
+    ),
+)
 
 #: mediapipe's VIDEO-mode face landmark smoothing (One-Euro): beta (Hz per face-box size per
 #: second of speed) and the cutoff (Hz) of its speed estimate.
@@ -350,28 +403,39 @@ class TasksSmoothingLead:
         return rate / (2 * np.pi * cutoff) * step
 
 
+def pose_features(xy: np.ndarray) -> np.ndarray:
+    """Face-frame (x, y) of the :data:`TASKS_POSE_POINTS`, float64 ``[8]`` face units.
+
+    Args:
+        xy: ``[K >= 468, 2]`` Tasks mesh points in frame pixels (the frame is that of their anchors).
+    """
+    xy = _check_mesh(xy)
+    origin, axes, scale = face_frame(anchor_points(xy, rounded=False))
+    return ((xy[list(TASKS_POSE_POINTS)] - origin) @ axes.T / scale).ravel()
+
+
 def to_legacy_anchor_convention(
-    xy: np.ndarray, lead: np.ndarray | None = None, *, offsets: np.ndarray = TASKS_ANCHOR_OFFSETS
+    xy: np.ndarray, lead: np.ndarray | None = None, *, model: TasksAnchorModel = TASKS_ANCHOR_MODEL
 ) -> np.ndarray:
     """Tasks mesh points with the anchor-feeding points moved to the legacy mesh's convention.
 
-    Each anchor's shift - its offset (face units, in the frame of the Tasks anchors) turned into
-    pixels, plus its ``lead`` - is added to every mesh point that feeds that anchor (brow pairs,
-    nose points), so the sub-pixel anchors move by exactly that shift; all other points are
-    unchanged.
+    Each anchor's shift - its offset for this face's pose (:meth:`TasksAnchorModel.face_offsets`,
+    face units in the frame of the Tasks anchors) turned into pixels, plus its ``lead`` - is added
+    to every mesh point that feeds that anchor (brow pairs, nose points), so the sub-pixel anchors
+    move by exactly that shift; all other points are unchanged.
 
     Args:
         xy: float64 ``[K >= 468, 2]`` Tasks mesh points in frame pixels.
         lead: float64 ``[3, 2]`` pixels from :class:`TasksSmoothingLead` for a face of mediapipe's
             smoothed stream, or None.
-        offsets: float64 ``[3, 2]`` face-unit offsets (default :data:`TASKS_ANCHOR_OFFSETS`).
+        model: the offsets' model (default the fitted :data:`TASKS_ANCHOR_MODEL`).
 
     Returns:
         float64 ``[K, 2]``, a new array.
     """
     xy = _check_mesh(xy).copy()
     _, axes, scale = face_frame(anchor_points(xy, rounded=False))
-    shifts = np.asarray(offsets, dtype=np.float64) @ axes * scale  # [3, 2] pixels
+    shifts = model.face_offsets(xy) @ axes * scale  # [3, 2] pixels
     if lead is not None:
         shifts += lead
     groups = (
