@@ -25,7 +25,7 @@ from training import engine
 from training.datasets.common import collate_samples, list_videos
 from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, unpair_batch
 from training.datasets.unet import UNetDataset, load_mask_image
-from training.losses import PerceptualLoss, TrepaLoss, anti_collapse_loss, embedding_spread, mixed_noise
+from training.losses import PerceptualLoss, TrepaLoss, embedding_spread, mixed_noise
 from training.losses import syncnet_accuracy, syncnet_bce_loss
 
 CONFIGS = REPO_ROOT / "training" / "configs"
@@ -235,15 +235,12 @@ def test_embedding_spread_detects_collapse():
     assert float(embedding_spread(same)) < 1e-6
     assert 0.05 < float(embedding_spread(e)) < 1.0
     assert float(embedding_spread(torch.eye(4))) == pytest.approx(0.75)
-    assert float(anti_collapse_loss(torch.eye(4), torch.eye(4), 0.5)) == 0.0
-    assert float(anti_collapse_loss(same, same, 0.3)) == pytest.approx(0.6, abs=1e-5)
 
 
-def test_tiny_syncnet_head_is_no_sign_code_and_bias_init_sets_chance_cosine():
+def test_tiny_syncnet_head_is_no_sign_code():
     from omegaconf import OmegaConf
 
     from latentsync.models.syncnet import StableSyncNet
-    from training.train_syncnet import init_norm_out_bias
 
     torch.manual_seed(0)
     model = StableSyncNet(OmegaConf.to_container(OmegaConf.load(CONFIGS / "tiny_syncnet.yaml").model))
@@ -255,10 +252,7 @@ def test_tiny_syncnet_head_is_no_sign_code_and_bias_init_sets_chance_cosine():
     # GroupNorm over 2 values per group would give exactly +-1 everywhere (the old 64-wide head)
     assert float((seen["v"].abs() - 1).abs().max()) > 0.5
     cos0 = float(torch.nn.functional.cosine_similarity(v, a).mean())
-    init_norm_out_bias(model, 0.6)
-    with torch.no_grad():
-        cos1 = float(torch.nn.functional.cosine_similarity(*model(x, mel)).mean())
-    assert 0.25 < cos0 < 0.42 and cos1 > cos0 + 0.05  # ~1/pi for relu of standardised features
+    assert 0.25 < cos0 < 0.42  # ~1/pi for relu of standardised features
 
 
 def test_perceptual_and_trepa_losses_finite_with_gradients(tmp_path):

@@ -29,7 +29,6 @@ __all__ = [
     "syncnet_bce_loss",
     "syncnet_accuracy",
     "embedding_spread",
-    "anti_collapse_loss",
     "mixed_noise",
     "PerceptualLoss",
     "TrepaLoss",
@@ -62,16 +61,6 @@ def embedding_spread(embeds: torch.Tensor) -> torch.Tensor:
     """
     e = embeds.float()
     return 1.0 - e.mean(0).pow(2).sum() / e.pow(2).sum(1).mean().clamp_min(1e-12)
-
-
-def anti_collapse_loss(vision_embeds: torch.Tensor, audio_embeds: torch.Tensor,
-                       min_spread: float) -> torch.Tensor:
-    """Hinge ``relu(min_spread - spread(v)) + relu(min_spread - spread(a))`` (float32 scalar; see
-    :func:`embedding_spread`). Zero while both towers keep their embeddings apart; a training-only
-    term (not in the official recipe, which can settle in the input-independent solution
-    ``cos = 0.5`` where the BCE gradient vanishes; see training/README.md)."""
-    return (F.relu(min_spread - embedding_spread(vision_embeds))
-            + F.relu(min_spread - embedding_spread(audio_embeds)))
 
 
 def mixed_noise(shape: Sequence[int], alpha: float, generator: torch.Generator | None = None,

@@ -20,8 +20,7 @@ per line: ``train`` with step/loss/acc/lr/grad_norm/num_skipped, ``val``, ``chec
 ``checkpoint-<step>.resume.pt``.
 
 Per step: frames ``[B, 16, 3, R, R]`` -> lower half packed ``[B, 48, R/2, R]``; mel ``[B, 1, 80, 52]``;
-loss = BCE(cos(v, a), y) (fp32; plus ``run.anti_collapse_weight`` x :func:`training.losses.anti_collapse_loss`
-when set, default 0); accuracy = mean((cos > 0.5) == y); gradient accumulation over
+loss = BCE(cos(v, a), y) (fp32); accuracy = mean((cos > 0.5) == y); gradient accumulation over
 ``data.gradient_accumulation_steps`` micro-batches (DDP ``no_sync`` on all but the last), grad-norm
 clip ``optimizer.max_grad_norm``, AdamW, LR schedule ``optimizer.lr_scheduler`` (official: constant).
 
@@ -48,7 +47,7 @@ from latentsync.errors import InvalidInputError
 from training import engine
 from training.datasets.common import collate_samples, list_videos
 from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, unpair_batch
-from training.losses import anti_collapse_loss, embedding_spread, syncnet_accuracy, syncnet_bce_loss
+from training.losses import embedding_spread, syncnet_accuracy, syncnet_bce_loss
 
 #: Knobs of this script that the official YAML does not have (merged under the file's keys).
 DEFAULTS: dict[str, Any] = {
@@ -76,9 +75,6 @@ DEFAULTS: dict[str, Any] = {
         "mixed_precision_training": False,
         "enable_gradient_checkpointing": False,
         "max_train_steps": 10,
-        "anti_collapse_weight": 0.0,  # > 0: add w * losses.anti_collapse_loss (0 = official loss)
-        "anti_collapse_min_spread": 0.3,
-        "norm_out_bias_init": 0.0,  # initial bias of both towers' norm_out (random init only)
         "time_budget_s": 0,  # > 0: stop (and save) after the first step past this many seconds
         "seed": 42,
     },
@@ -97,22 +93,6 @@ def _make_dataset(cfg: DictConfig, fileslist: str, data_dir: str, seed: int,
         fps=cfg.data.video_fps, sample_rate=cfg.data.audio_sample_rate,
         frame_cache_mb=float(cfg.data.frame_cache_mb), paired=paired,
     )
-
-
-def init_norm_out_bias(model: torch.nn.Module, bias: float) -> None:
-    """Set the bias of both towers' final GroupNorm (``norm_out``, before the ReLU) to ``bias``.
-
-    The embeddings are ``relu(z + bias)`` with ``z`` standardised per group, so two unrelated clips
-    have ``cos ~ E[relu(z+b)]^2 / E[relu(z+b)^2]``: 0.32 for the default ``b = 0``, 0.50 for
-    ``b = 0.6`` if ``z`` were Gaussian (measured on the tiny config at init: 0.34 -> 0.42). Moving
-    the start towards the BCE's chance level 0.5 weakens the pull that otherwise raises every cosine
-    by growing one input-independent pattern shared by all embeddings (the collapse described in
-    training/README.md). Same keys and shapes as the official model.
-    """
-    if bias:
-        with torch.no_grad():
-            for tower in (model.audio_encoder, model.visual_encoder):
-                tower.norm_out.bias.fill_(bias)
 
 
 def _keys_per_batch(batch_size: int, paired: bool) -> int:
@@ -173,8 +153,6 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
     model = StableSyncNet(OmegaConf.to_container(cfg.model, resolve=True))
     if cfg.ckpt.resume_ckpt_path:  # initial weights (official key name), not the training state
         model.load_state_dict(load_state_dict_file(cfg.ckpt.resume_ckpt_path), strict=True)
-    else:
-        init_norm_out_bias(model, float(cfg.run.norm_out_bias_init))
     if cfg.run.enable_gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(env.device).train()
@@ -211,9 +189,8 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
     step, losses, skipped, last_ckpt = start_step, [], 0, None
     it = iter(loader)
     t0 = time.time()
-    collapse_w, min_spread = float(cfg.run.anti_collapse_weight), float(cfg.run.anti_collapse_min_spread)
     while step < max_steps:
-        loss_sum = acc_sum = bce_sum = spread_v = spread_a = 0.0
+        loss_sum = acc_sum = spread_v = spread_a = 0.0
         for micro in range(accum):
             batch = unpair_batch(next(it))
             skipped += batch["num_skipped"]
@@ -224,11 +201,9 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
             with sync_ctx:
                 with engine.autocast(env.device, cfg.run.mixed_precision_training):
                     v, a = ddp_model(x, audio)
-                bce = syncnet_bce_loss(v, a, y)
-                loss = bce + collapse_w * anti_collapse_loss(v, a, min_spread) if collapse_w > 0 else bce
+                loss = syncnet_bce_loss(v, a, y)
                 scaler.scale(loss / accum).backward()
             loss_sum += float(loss.detach()) / accum
-            bce_sum += float(bce.detach()) / accum
             acc_sum += float(syncnet_accuracy(v.detach(), a.detach(), y)) / accum
             spread_v += float(embedding_spread(v.detach())) / accum
             spread_a += float(embedding_spread(a.detach())) / accum
@@ -242,7 +217,7 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
         history["train_step_list"].append(step)
         history["train_loss_list"].append(loss_mean)
         if engine.is_due(step, int(cfg.run.log_every), max_steps):
-            logger.log("train", step=step, loss=loss_mean, bce=engine.all_reduce_mean(bce_sum, env), acc=acc_mean,
+            logger.log("train", step=step, loss=loss_mean, acc=acc_mean,
                        spread_v=round(engine.all_reduce_mean(spread_v, env), 4),
                        spread_a=round(engine.all_reduce_mean(spread_a, env), 4), lr=lr,
                        grad_norm=float(grad_norm), num_skipped=skipped,
