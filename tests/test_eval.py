@@ -86,6 +86,48 @@ def test_syncnet_acc_cli(clips, syncnet_ckpt, capsys):
     out = _json_out(capsys)
     assert out["num_samples"] == 6 and 0.0 <= out["accuracy"] <= 1.0 and out["chance"] == 0.5
     assert out["num_videos"] == 2
+    assert main(["--data-dir", str(clips), "--syncnet-checkpoint", str(syncnet_ckpt), "--syncnet-config",
+                 str(TINY_SYNC_CFG), "--all-pairs", "--batch-size", "8"]) == 0
+    out = _json_out(capsys)
+    assert out["num_videos"] == 2 and out["num_pairs"] == 2 * 33 * 33 and 0.0 <= out["accuracy"] <= 1.0
+
+
+class _OracleSyncNet(torch.nn.Module):
+    """A SyncNet made of the synthetic clips' construction: the visual embedding is the mouth area per
+    frame (dark red-channel pixels around the mouth in the packed lower half), the audio embedding
+    the loudness per frame (loudest mel band, 52 columns pooled to 16); both centred, so in-sync
+    pairs have cos near 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.visual_encoder = lambda x: self._centre((x[:, 0::3, 8:24, 20:44] < 0).float().mean(dim=(2, 3)))
+        self.audio_encoder = lambda m: self._centre(
+            torch.nn.functional.adaptive_avg_pool1d(m.amax(dim=2), 16).flatten(1))
+
+    @staticmethod
+    def _centre(t):
+        return t - t.mean(dim=1, keepdim=True)
+
+
+def test_accuracy_over_all_offsets_scores_every_pair(clips, tmp_path):
+    from training.datasets.common import list_videos
+    from training.datasets.syncnet import SyncNetDataset
+    from training.eval.syncnet_acc import syncnet_accuracy_all_offsets
+    from training.synthetic import make_clip
+
+    make_clip(tmp_path / "short.mp4", num_frames=20, resolution=64, seed=3)  # < 32 frames: no negative
+    videos = list_videos("", str(clips)) + [tmp_path / "short.mp4"]
+    out = syncnet_accuracy_all_offsets(_OracleSyncNet(), SyncNetDataset(videos, seed=0, resolution=64),
+                                       batch_size=7)
+    n = 48 - 16 + 1  # clip starts of a 48-frame clip with 16-frame windows
+    assert out["num_videos"] == 2 and out["num_pairs"] == 2 * n * n and len(out["skipped"]) == 1
+    assert out["accuracy"] == pytest.approx(0.5 * out["in_sync_accuracy"] + 0.5 * out["off_sync_accuracy"])
+    # the oracle is right on (nearly) every in-sync pair and most off-sync ones; a pairing error
+    # between audio and frame windows (an offset, a transposed matrix of starts) would sink it
+    assert out["in_sync_accuracy"] > 0.97 and out["accuracy"] > 0.85, out
+    by = out["off_sync_accuracy_by_offset"]
+    assert list(by) == ["1", "2", "3", "4-5", "6-10", "11-20", "21+"] and by["1"] < by["6-10"]
 
 
 def test_sync_conf_cli(clips, syncnet_ckpt, capsys, tmp_path):

@@ -23,7 +23,7 @@ from training_helpers import synthetic_clips
 from latentsync.errors import InvalidInputError
 from training import engine
 from training.datasets.common import collate_samples, list_videos
-from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, unpair_batch
+from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, repeat_audio_embeds, unpair_batch
 from training.datasets.unet import UNetDataset, load_mask_image
 from training.losses import PerceptualLoss, TrepaLoss, embedding_spread, mixed_noise
 from training.losses import syncnet_accuracy, syncnet_bce_loss
@@ -153,7 +153,31 @@ def test_paired_syncnet_samples_share_the_audio_window(data_dir):
     assert torch.equal(u["audio"], s["audio"]) and u["start_idx"] == (pos if u["y"] == 1.0 else neg)
     flat = unpair_batch(collate_samples([s, ds[(2, 7)]]))
     assert flat["frames"].shape == (4, 16, 3, 64, 64) and flat["y"].tolist() == [1.0, 0.0, 1.0, 0.0]
-    assert flat["audio"].shape == (4, 1, 80, 52) and torch.equal(flat["audio"][0], flat["audio"][1])
+    assert flat["audio"].shape == (2, 1, 80, 52) and flat["clips_per_audio"] == 2
+    assert torch.equal(flat["audio"][0], s["audio"])
+
+
+def test_shared_audio_embeds_give_the_same_loss_and_gradients_as_one_tower_pass_per_clip(data_dir):
+    from omegaconf import OmegaConf
+
+    from latentsync.models.syncnet import StableSyncNet
+
+    ds = SyncNetDataset(list_videos("", data_dir), seed=5, resolution=64, paired=True)
+    flat = unpair_batch(collate_samples([ds[(0, 1)], ds[(2, 7)]]))
+    x, y = pack_syncnet_frames(flat["frames"]), flat["y"]
+    torch.manual_seed(0)
+    model = StableSyncNet(OmegaConf.to_container(OmegaConf.load(CONFIGS / "tiny_syncnet.yaml").model))
+    grads = []
+    for audio, k in ((flat["audio"], 2), (flat["audio"].repeat_interleave(2, dim=0), 1)):
+        model.zero_grad()
+        v, a = model(x, audio)
+        assert a.shape[0] == 4 // k
+        loss = syncnet_bce_loss(v, repeat_audio_embeds(a, k), y)
+        loss.backward()
+        grads.append((float(loss), torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (l1, g1), (l2, g2) = grads
+    assert abs(l1 - l2) < 1e-6 and float(g1.abs().max()) > 0
+    assert float((g1 - g2).norm() / g2.norm()) < 1e-5  # float rounding only
 
 
 def test_paired_negatives_need_an_even_batch(data_dir, tmp_path):

@@ -19,7 +19,9 @@ per line: ``train`` with step/loss/acc/lr/grad_norm/num_skipped, ``val``, ``chec
 "train_step_list", "train_loss_list", "val_step_list", "val_loss_list"}``) and
 ``checkpoint-<step>.resume.pt``.
 
-Per step: frames ``[B, 16, 3, R, R]`` -> lower half packed ``[B, 48, R/2, R]``; mel ``[B, 1, 80, 52]``;
+Per step: frames ``[B, 16, 3, R, R]`` -> lower half packed ``[B, 48, R/2, R]``; mel ``[B, 1, 80, 52]``
+(with ``data.paired_negatives`` ``[B/2, 1, 80, 52]``: the audio tower runs once per window, its embedding
+is shared by the window's in-sync and off-sync clip);
 loss = BCE(cos(v, a), y) (fp32); accuracy = mean((cos > 0.5) == y); gradient accumulation over
 ``data.gradient_accumulation_steps`` micro-batches (DDP ``no_sync`` on all but the last), grad-norm
 clip ``optimizer.max_grad_norm``, AdamW, LR schedule ``optimizer.lr_scheduler`` (official: constant).
@@ -46,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 from latentsync.errors import InvalidInputError
 from training import engine
 from training.datasets.common import collate_samples, list_videos
-from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, unpair_batch
+from training.datasets.syncnet import SyncNetDataset, pack_syncnet_frames, repeat_audio_embeds, unpair_batch
 from training.losses import embedding_spread, syncnet_accuracy, syncnet_bce_loss
 
 #: Knobs of this script that the official YAML does not have (merged under the file's keys).
@@ -200,7 +202,8 @@ def _train(cfg: DictConfig, env: engine.DistEnv) -> dict[str, Any]:
             sync_ctx = ddp_model.no_sync() if (env.distributed and micro < accum - 1) else nullcontext()
             with sync_ctx:
                 with engine.autocast(env.device, cfg.run.mixed_precision_training):
-                    v, a = ddp_model(x, audio)
+                    v, a = ddp_model(x, audio)  # audio tower once per window (paired: 2 clips each)
+                a = repeat_audio_embeds(a, batch["clips_per_audio"])
                 loss = syncnet_bce_loss(v, a, y)
                 scaler.scale(loss / accum).backward()
             loss_sum += float(loss.detach()) / accum

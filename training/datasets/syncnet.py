@@ -16,7 +16,7 @@ both), so a run is reproducible and resumable, and items are visited once per ep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ class SyncNetDataset(SkippingDataset):
         """float32 ``[count, 3, R, R]`` in [-1, 1] (from the in-memory cache when enabled)."""
         return _cached_or_read(self, path, start, count)
 
-    def make_sample(self, path: Path, rng: np.random.Generator) -> dict:
+    def _starts_and_mel(self, path: Path) -> tuple[int, torch.Tensor]:
+        """``(usable clip starts, mel [80, T])`` of ``path``; :class:`SkipSample` when no negative
+        exists (fewer than ``2 * num_frames`` frames, or audio for fewer than two windows)."""
         F_ = self.num_frames
         n = self._video_frames(path)
         if n < 2 * F_:
@@ -66,6 +68,24 @@ class SyncNetDataset(SkippingDataset):
         n_start = usable_frames(n, mel.shape[-1], F_, self.fps)
         if n_start < 2:
             raise SkipSample(f"{path}: audio too short for two {F_}-frame windows")
+        return n_start, mel
+
+    def all_clips(self, path: Path) -> tuple[int, Callable[[int], torch.Tensor], torch.Tensor]:
+        """Every clip of one video, for exhaustive evaluation: ``(N, frames_at, audio)`` with N usable
+        starts, ``frames_at(s)`` -> float32 ``[F, 3, R, R]`` in [-1, 1] (decoded on demand, so a long
+        video is never held in float32) and ``audio`` float32 ``[N, 1, 80, 52]``, row ``s`` in sync
+        with ``frames_at(s)``.
+
+        Raises:
+            SkipSample: the video cannot be decoded or has no negative (see :meth:`make_sample`).
+        """
+        n_start, mel = self._starts_and_mel(path)
+        audio = torch.stack([mel_window(mel, s, self.num_frames, self.fps) for s in range(n_start)])
+        return n_start, lambda s: self._frame_window(path, s, self.num_frames), audio
+
+    def make_sample(self, path: Path, rng: np.random.Generator) -> dict:
+        F_ = self.num_frames
+        n_start, mel = self._starts_and_mel(path)
         s = int(rng.integers(n_start))
         s_neg = int(rng.integers(n_start - 1))
         s_neg = s_neg + 1 if s_neg >= s else s_neg  # uniform over starts != s
@@ -120,13 +140,18 @@ def pack_syncnet_frames(frames: torch.Tensor, lower_half: bool = True) -> torch.
 
 def unpair_batch(batch: dict) -> dict:
     """Flatten a batch of paired samples (``frames [B, 2, F, 3, R, R]``, ``y [B, 2]``) to ``2B``
-    clips with the audio window repeated for both (``audio [2B, 1, 80, 52]``); an unpaired batch is
-    returned as is."""
+    clips ``[2B, F, 3, R, R]`` in pair order (positive, negative, positive, ...); ``audio`` stays
+    ``[B, 1, 80, 52]``, one window per pair, and ``"clips_per_audio"`` (2) says how many clips share
+    each window, so the audio tower runs once per window (:func:`repeat_audio_embeds` widens its
+    output). An unpaired batch comes back with ``"clips_per_audio": 1``."""
     frames = batch["frames"]
     if frames.ndim != 6:
-        return batch
-    out = dict(batch)
-    out["frames"] = frames.flatten(0, 1)
-    out["y"] = batch["y"].flatten()
-    out["audio"] = batch["audio"].repeat_interleave(frames.shape[1], dim=0)
-    return out
+        return {**batch, "clips_per_audio": 1}
+    return {**batch, "frames": frames.flatten(0, 1), "y": batch["y"].flatten(), "clips_per_audio": frames.shape[1]}
+
+
+def repeat_audio_embeds(audio_embeds: torch.Tensor, clips_per_audio: int) -> torch.Tensor:
+    """``[B, D] -> [B * clips_per_audio, D]``: each window's embedding once per clip that shares it
+    (the order of :func:`unpair_batch`). The gradients of the copies add up in the one tower pass,
+    so this is the same loss and gradient as running the audio tower on every copy."""
+    return audio_embeds.repeat_interleave(clips_per_audio, dim=0) if clips_per_audio > 1 else audio_embeds

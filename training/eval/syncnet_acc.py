@@ -2,11 +2,14 @@
 
     python -m training.eval.syncnet_acc --data-dir VAL_DIR | --fileslist FILES.txt \\
         --syncnet-checkpoint stable_syncnet.pt [--syncnet-config CFG.yaml] [--num-samples 2048] \\
-        [--batch-size 16] [--seed 0]
+        [--batch-size 16] [--seed 0] [--all-pairs]
 
 Samples come from :class:`training.datasets.syncnet.SyncNetDataset` (50 % in-sync, 50 % same-video
 off-sync negatives, deterministic given ``--seed``); prediction = cosine > 0.5. Prints
 ``{"accuracy", "num_samples", "positives", "chance": 0.5, "mean_cos_pos", "mean_cos_neg", "num_skipped"}``.
+``--all-pairs`` scores every audio window against every frame window of each video instead (the
+same accuracy's expected value without sampling noise, with the off-sync accuracy per offset; see
+:func:`syncnet_accuracy_all_offsets`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,69 @@ def syncnet_accuracy_on(model: torch.nn.Module, dataset, num_samples: int, batch
             "mean_cos_pos": mean(cos_pos), "mean_cos_neg": mean(cos_neg), "num_skipped": skipped}
 
 
+#: ``|offset|`` bins (video frames) of :func:`syncnet_accuracy_all_offsets`'s off-sync breakdown.
+OFFSET_BINS = ((1, 1), (2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, None))
+
+
+@torch.no_grad()
+def syncnet_accuracy_all_offsets(model: torch.nn.Module, dataset, batch_size: int = 32,
+                                 lower_half: bool = True) -> dict:
+    """The official accuracy's expected value, without sampling noise: every pair of one video.
+
+    The official sampling (spec 3.2) draws a video, an audio window start ``s``, an off-sync start
+    ``s' != s`` uniformly, and a 50/50 label. Here each video's every audio window is scored against
+    its every frame window (cosine of ``model``'s embeddings, prediction ``cos > 0.5``), so
+    ``accuracy = mean over videos of (0.5 * in-sync accuracy + 0.5 * off-sync accuracy over all
+    s' != s)`` is that expectation. Cost: N audio and N visual embeddings per video (N starts), so it
+    is cheap for short clips; the N x N cosines are compared, never stored per pair beyond one video.
+
+    Args:
+        model: a StableSyncNet (any device; eval mode is the caller's).
+        dataset: :class:`training.datasets.syncnet.SyncNetDataset` over the held-out videos.
+
+    Returns:
+        ``{"accuracy", "in_sync_accuracy", "off_sync_accuracy", "off_sync_accuracy_by_offset"
+        ({"1": .., "4-5": .., "21+": ..}, pooled over videos), "num_videos", "num_pairs",
+        "skipped" (videos without two windows)}``; accuracies in [0, 1].
+    """
+    from training.datasets.common import SkipSample
+    from training.datasets.syncnet import pack_syncnet_frames
+
+    device = next(model.parameters()).device
+    per_video, skipped, num_pairs = [], [], 0
+    by_bin = {b: [0, 0] for b in OFFSET_BINS}  # correct, total
+    pos_all = neg_all = 0.0
+    for path in dataset.videos:
+        try:
+            n, frames_at, audio = dataset.all_clips(path)
+        except SkipSample as exc:
+            skipped.append(str(exc))
+            continue
+        clips = (pack_syncnet_frames(torch.stack([frames_at(s) for s in range(i, min(i + batch_size, n))]), lower_half)
+                 for i in range(0, n, batch_size))
+        v = torch.cat([model.visual_encoder(x.to(device)).flatten(1) for x in clips])
+        a = torch.cat([model.audio_encoder(m.to(device)).flatten(1) for m in audio.split(batch_size)])
+        cos = F.normalize(a.float(), dim=1) @ F.normalize(v.float(), dim=1).T  # [audio start, frames start]
+        offset = (torch.arange(n)[None, :] - torch.arange(n)[:, None]).abs().to(cos.device)
+        pred = cos > 0.5
+        pos_acc = float(pred.diagonal().float().mean())
+        neg_acc = float((~pred[offset > 0]).float().mean())
+        per_video.append(0.5 * pos_acc + 0.5 * neg_acc)
+        pos_all += pos_acc
+        neg_all += neg_acc
+        num_pairs += n * n
+        for lo, hi in OFFSET_BINS:
+            sel = (offset >= lo) & (offset <= (hi if hi is not None else n))
+            by_bin[(lo, hi)][0] += int((~pred[sel]).sum())
+            by_bin[(lo, hi)][1] += int(sel.sum())
+    k = len(per_video)
+    name = lambda lo, hi: str(lo) if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")  # noqa: E731
+    return {"accuracy": sum(per_video) / k if k else None,
+            "in_sync_accuracy": pos_all / k if k else None, "off_sync_accuracy": neg_all / k if k else None,
+            "off_sync_accuracy_by_offset": {name(lo, hi): (c / t if t else None) for (lo, hi), (c, t) in by_bin.items()},
+            "num_videos": k, "num_pairs": num_pairs, "skipped": skipped}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from training.datasets.common import list_videos
     from training.datasets.syncnet import SyncNetDataset
@@ -62,11 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mel-cache-dir", default="")
+    ap.add_argument("--all-pairs", action="store_true", help="score every pair of each video (no sampling)")
     args = ap.parse_args(argv)
     model, res = load_syncnet_from_config(args.syncnet_checkpoint, args.syncnet_config)
     ds = SyncNetDataset(list_videos(args.fileslist, args.data_dir), seed=args.seed, resolution=res,
                         audio_mel_cache_dir=args.mel_cache_dir or None)
-    out = syncnet_accuracy_on(model, ds, args.num_samples, args.batch_size, args.seed)
+    if args.all_pairs:
+        out = syncnet_accuracy_all_offsets(model, ds, args.batch_size)
+    else:
+        out = syncnet_accuracy_on(model, ds, args.num_samples, args.batch_size, args.seed)
     out["num_videos"] = len(ds)
     print_json(out)
     return 0
