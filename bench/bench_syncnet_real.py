@@ -8,8 +8,9 @@
 2. Trains a small StableSyncNet (``training/configs/tiny_syncnet.yaml``: 64x64 faces, 10.9 M
    parameters) on the segments of demo1 + demo2 for a fixed CPU time budget.
 3. Reports its accuracy on the held-out demo3 segments (50 % in-sync / 50 % off-sync pairs from the
-   same video, deterministic) against chance (50 %), the accuracy on the training clips, and the
-   loss curve. Writes everything to ``<work>/result.json`` and prints it.
+   same video, deterministic) against chance (50 %), the accuracy on the training clips, both also
+   over every pair (``*_all_pairs``: every audio window against every frame window,
+   :func:`training.eval.syncnet_acc.syncnet_accuracy_all_offsets`), and the loss curve. Writes everything to ``<work>/result.json`` and prints it.
 
 Resumable: the pipeline skips finished items; training restarts from scratch each run unless
 ``--resume``.
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     from latentsync.checkpoints import load_syncnet
     from training.datasets.common import list_videos
     from training.datasets.syncnet import SyncNetDataset
-    from training.eval.syncnet_acc import syncnet_accuracy_on
+    from training.eval.syncnet_acc import syncnet_accuracy_all_offsets, syncnet_accuracy_on
 
     model = load_syncnet(res["checkpoint"], OmegaConf.to_container(OmegaConf.load(cfg).model)).eval()
     mk = lambda lst: SyncNetDataset(list_videos(str(lst), ""), seed=123, resolution=64,  # noqa: E731
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
         "held_out_accuracy": held["accuracy"], "held_out": held, "chance": 0.5,
         "untrained_held_out_accuracy": base["accuracy"],
         "train_accuracy": train_acc["accuracy"],
+        "held_out_all_pairs": syncnet_accuracy_all_offsets(model, mk(work / "held.txt")),
+        "train_all_pairs": syncnet_accuracy_all_offsets(model, mk(work / "train.txt")),
         "loss_curve": curve, "val_curve": vals,
     }
     (work / "result.json").write_text(json.dumps(result, indent=1))
