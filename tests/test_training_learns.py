@@ -4,9 +4,12 @@ The full version is ``bench/bench_syncnet_synthetic.py`` (20 minutes on 2 cores:
 depending on the pairs scored, 0.895 over every pair; figures in training/README.md). Here the same recipe
 (``training/configs/tiny_syncnet.yaml``: lr warmed up over 300 steps to 1e-4, cosine decay, paired
 negatives; the official task: 16-frame windows, lower half of the face, mel 80x52, negatives from
-the same clip at another offset) runs 400 steps (about 5 minutes on 2 cores) and must be clearly
-above chance on clips of other faces and voices than it was trained on (measured 0.70). With a
-constant lr >= 1e-4 from the start the same run collapses to cos = 0.5 for every pair.
+the same clip at another offset) runs 600 steps (about 6 minutes on 2 cores) and must be clearly
+above chance on clips of other faces and voices than it was trained on (measured 0.70-0.72 on the
+two CI stacks). Every run passes through a phase where the embeddings nearly collapse (visual
+spread 0.002-0.004 at steps 300-340 here) and climbs out of it at a step that varies between
+machines and torch builds; 400 steps were too few on one of them (training/README.md). With a
+constant lr >= 1e-4 from the start the same run collapses to cos = 0.5 for every pair for good.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from conftest import REPO_ROOT
 from training_helpers import synthetic_clips
 
 CONFIG = REPO_ROOT / "training" / "configs" / "tiny_syncnet.yaml"
-STEPS = 400
+STEPS = 600
 EVAL_PAIRS = 256
 
 
