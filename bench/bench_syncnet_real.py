@@ -10,7 +10,8 @@
 3. Reports its accuracy on the held-out demo3 segments (50 % in-sync / 50 % off-sync pairs from the
    same video, deterministic) against chance (50 %), the accuracy on the training clips, both also
    over every pair (``*_all_pairs``: every audio window against every frame window,
-   :func:`training.eval.syncnet_acc.syncnet_accuracy_all_offsets`), and the loss curve. Writes everything to ``<work>/result.json`` and prints it.
+   :func:`training.eval.syncnet_acc.syncnet_accuracy_all_offsets`), and the loss curve. Writes
+   everything to ``<work>/result.json`` and prints it.
 
 Resumable: the pipeline skips finished items; training restarts from scratch each run unless
 ``--resume``.
@@ -98,13 +99,14 @@ def main(argv=None) -> int:
     model = load_syncnet(res["checkpoint"], OmegaConf.to_container(OmegaConf.load(cfg).model)).eval()
     mk = lambda lst: SyncNetDataset(list_videos(str(lst), ""), seed=123, resolution=64,  # noqa: E731
                                     audio_mel_cache_dir=str(work / "mel"), frame_cache_mb=2000)
-    held = syncnet_accuracy_on(model, mk(work / "held.txt"), args.eval_samples, 16, seed=123)
-    train_acc = syncnet_accuracy_on(model, mk(work / "train.txt"), args.eval_samples, 16, seed=321)
+    held_ds, train_ds = mk(work / "held.txt"), mk(work / "train.txt")  # each video decoded once for all scores
+    held = syncnet_accuracy_on(model, held_ds, args.eval_samples, 16, seed=123)
+    train_acc = syncnet_accuracy_on(model, train_ds, args.eval_samples, 16, seed=321)
     torch.manual_seed(0)
     from latentsync.models.syncnet import StableSyncNet
 
     untrained = StableSyncNet(OmegaConf.to_container(OmegaConf.load(cfg).model)).eval()
-    base = syncnet_accuracy_on(untrained, mk(work / "held.txt"), args.eval_samples, 16, seed=123)
+    base = syncnet_accuracy_on(untrained, held_ds, args.eval_samples, 16, seed=123)
     log = engine.read_jsonl(out / "log.jsonl")
     curve = [{"step": r["step"], "loss": round(r["loss"], 4), "acc": round(r["acc"], 3)}
              for r in log if r["event"] == "train"]
@@ -120,8 +122,8 @@ def main(argv=None) -> int:
         "held_out_accuracy": held["accuracy"], "held_out": held, "chance": 0.5,
         "untrained_held_out_accuracy": base["accuracy"],
         "train_accuracy": train_acc["accuracy"],
-        "held_out_all_pairs": syncnet_accuracy_all_offsets(model, mk(work / "held.txt")),
-        "train_all_pairs": syncnet_accuracy_all_offsets(model, mk(work / "train.txt")),
+        "held_out_all_pairs": syncnet_accuracy_all_offsets(model, held_ds),
+        "train_all_pairs": syncnet_accuracy_all_offsets(model, train_ds),
         "loss_curve": curve, "val_curve": vals,
     }
     (work / "result.json").write_text(json.dumps(result, indent=1))

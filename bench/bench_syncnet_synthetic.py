@@ -102,8 +102,9 @@ def main(argv=None) -> int:
     model = load_syncnet(res["checkpoint"], OmegaConf.to_container(OmegaConf.load(args.config).model)).eval()
     mk = lambda d: SyncNetDataset(list_videos("", str(d)), seed=123, resolution=64,  # noqa: E731
                                   audio_mel_cache_dir=str(work / "mel"), frame_cache_mb=1000)
-    held_all = syncnet_accuracy_all_offsets(model, mk(held_dir))
-    held = syncnet_accuracy_on(model, mk(held_dir), args.eval_samples, 32, seed=123)
+    held_ds = mk(held_dir)  # one dataset (and frame cache) for both held-out scores
+    held_all = syncnet_accuracy_all_offsets(model, held_ds)
+    held = syncnet_accuracy_on(model, held_ds, args.eval_samples, 32, seed=123)
     train_acc = syncnet_accuracy_on(model, mk(train_dir), args.eval_samples, 32, seed=321)
 
     log = engine.read_jsonl(out / "log.jsonl")

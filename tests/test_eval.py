@@ -101,13 +101,12 @@ class _OracleSyncNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.dummy = torch.nn.Parameter(torch.zeros(1))
-        self.visual_encoder = lambda x: self._centre((x[:, 0::3, 8:24, 20:44] < 0).float().mean(dim=(2, 3)))
-        self.audio_encoder = lambda m: self._centre(
-            torch.nn.functional.adaptive_avg_pool1d(m.amax(dim=2), 16).flatten(1))
 
-    @staticmethod
-    def _centre(t):
-        return t - t.mean(dim=1, keepdim=True)
+    def forward(self, frames, audio):
+        mouth = (frames[:, 0::3, 8:24, 20:44] < 0).float().mean(dim=(2, 3))
+        loudness = torch.nn.functional.adaptive_avg_pool1d(audio.amax(dim=2), 16).flatten(1)
+        unit = lambda t: torch.nn.functional.normalize(t - t.mean(dim=1, keepdim=True), dim=1)  # noqa: E731
+        return unit(mouth), unit(loudness)
 
 
 def test_accuracy_over_all_offsets_scores_every_pair(clips, tmp_path):

@@ -154,4 +154,4 @@ def repeat_audio_embeds(audio_embeds: torch.Tensor, clips_per_audio: int) -> tor
     """``[B, D] -> [B * clips_per_audio, D]``: each window's embedding once per clip that shares it
     (the order of :func:`unpair_batch`). The gradients of the copies add up in the one tower pass,
     so this is the same loss and gradient as running the audio tower on every copy."""
-    return audio_embeds.repeat_interleave(clips_per_audio, dim=0) if clips_per_audio > 1 else audio_embeds
+    return audio_embeds.repeat_interleave(clips_per_audio, dim=0)

@@ -69,7 +69,8 @@ def syncnet_accuracy_all_offsets(model: torch.nn.Module, dataset, batch_size: in
     is cheap for short clips; the N x N cosines are compared, never stored per pair beyond one video.
 
     Args:
-        model: a StableSyncNet (any device; eval mode is the caller's).
+        model: a StableSyncNet, ``model(frames, audio) -> (unit visual, unit audio)`` (any device;
+            eval mode is the caller's).
         dataset: :class:`training.datasets.syncnet.SyncNetDataset` over the held-out videos.
 
     Returns:
@@ -81,38 +82,37 @@ def syncnet_accuracy_all_offsets(model: torch.nn.Module, dataset, batch_size: in
     from training.datasets.syncnet import pack_syncnet_frames
 
     device = next(model.parameters()).device
-    per_video, skipped, num_pairs = [], [], 0
+    skipped, num_pairs, pos_sum, neg_sum = [], 0, 0.0, 0.0
     by_bin = {b: [0, 0] for b in OFFSET_BINS}  # correct, total
-    pos_all = neg_all = 0.0
     for path in dataset.videos:
         try:
             n, frames_at, audio = dataset.all_clips(path)
         except SkipSample as exc:
             skipped.append(str(exc))
             continue
-        clips = (pack_syncnet_frames(torch.stack([frames_at(s) for s in range(i, min(i + batch_size, n))]), lower_half)
-                 for i in range(0, n, batch_size))
-        v = torch.cat([model.visual_encoder(x.to(device)).flatten(1) for x in clips])
-        a = torch.cat([model.audio_encoder(m.to(device)).flatten(1) for m in audio.split(batch_size)])
-        cos = F.normalize(a.float(), dim=1) @ F.normalize(v.float(), dim=1).T  # [audio start, frames start]
+        v, a = [], []
+        for i in range(0, n, batch_size):  # row s of both: the clip and the audio window starting at s
+            clips = pack_syncnet_frames(torch.stack([frames_at(s) for s in range(i, min(i + batch_size, n))]), lower_half)
+            vi, ai = model(clips.to(device), audio[i:i + batch_size].to(device))
+            v.append(vi.float())
+            a.append(ai.float())
+        cos = torch.cat(a) @ torch.cat(v).T  # unit embeddings: [audio start, frames start]
         offset = (torch.arange(n)[None, :] - torch.arange(n)[:, None]).abs().to(cos.device)
         pred = cos > 0.5
-        pos_acc = float(pred.diagonal().float().mean())
-        neg_acc = float((~pred[offset > 0]).float().mean())
-        per_video.append(0.5 * pos_acc + 0.5 * neg_acc)
-        pos_all += pos_acc
-        neg_all += neg_acc
+        pos_sum += float(pred.diagonal().float().mean())
+        neg_sum += float((~pred[offset > 0]).float().mean())
         num_pairs += n * n
         for lo, hi in OFFSET_BINS:
             sel = (offset >= lo) & (offset <= (hi if hi is not None else n))
             by_bin[(lo, hi)][0] += int((~pred[sel]).sum())
             by_bin[(lo, hi)][1] += int(sel.sum())
-    k = len(per_video)
+    num_videos = len(dataset.videos) - len(skipped)
+    in_sync, off_sync = (pos_sum / num_videos, neg_sum / num_videos) if num_videos else (None, None)
     name = lambda lo, hi: str(lo) if lo == hi else (f"{lo}+" if hi is None else f"{lo}-{hi}")  # noqa: E731
-    return {"accuracy": sum(per_video) / k if k else None,
-            "in_sync_accuracy": pos_all / k if k else None, "off_sync_accuracy": neg_all / k if k else None,
+    return {"accuracy": 0.5 * in_sync + 0.5 * off_sync if num_videos else None,
+            "in_sync_accuracy": in_sync, "off_sync_accuracy": off_sync,
             "off_sync_accuracy_by_offset": {name(lo, hi): (c / t if t else None) for (lo, hi), (c, t) in by_bin.items()},
-            "num_videos": k, "num_pairs": num_pairs, "skipped": skipped}
+            "num_videos": num_videos, "num_pairs": num_pairs, "skipped": skipped}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
